@@ -1,0 +1,54 @@
+"""``Annotated`` dependency aliases that keep route signatures short."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from session_service.access import Actor
+from session_service.errors import Unprocessable
+from session_service.runtime import Runtime
+from session_service.sessions import SessionService
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_sessions(request: Request) -> SessionService:
+    return get_runtime(request).sessions
+
+
+def get_actor(
+    x_user_id: Annotated[
+        str | None,
+        Header(description="Acting user, set by the API gateway; absent for platform services."),
+    ] = None,
+) -> Actor:
+    if x_user_id is not None:
+        x_user_id = x_user_id.strip()
+        if not x_user_id or len(x_user_id) > 200:
+            raise Unprocessable("X-User-Id must be 1 to 200 characters")
+    return Actor(user_id=x_user_id)
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Repeat a POST with the same key to get the same result once."),
+    ] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip().strip('"')
+    if not key or len(key) > 200 or not key.isprintable():
+        raise Unprocessable("Idempotency-Key must be 1 to 200 printable characters")
+    return key
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+Sessions = Annotated[SessionService, Depends(get_sessions)]
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]

@@ -1,0 +1,121 @@
+"""Pure ASGI middleware: API keys (section E) and the request body limit (section F)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from session_service.api.problems import PROBLEM_TYPE_BASE
+
+
+async def _send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    body = json.dumps(
+        {
+            "type": PROBLEM_TYPE_BASE + str(status),
+            "title": title,
+            "status": status,
+            "detail": detail,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """When keys are configured, every request but /health needs ``Authorization: Bearer <key>``."""
+
+    def __init__(self, app: ASGIApp, keys: Collection[str], open_paths: Collection[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.open_paths = set(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        auth = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and any(
+            hmac.compare_digest(token.strip(), k) for k in self.keys
+        ):
+            await self.app(scope, receive, send)
+            return
+        detail = (
+            "missing Authorization header: send 'Authorization: Bearer <api key>'"
+            if not auth
+            else "the API key is not valid"
+        )
+        await _send_problem(
+            send,
+            401,
+            "Unauthorized",
+            detail,
+            [(b"www-authenticate", b'Bearer realm="session-service"')],
+        )
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes with 413, by header or while streaming."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, exempt: Callable[[Scope], bool] = lambda _: False
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body is larger than the {self.limit}-byte limit"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _send_problem(send, 413, "Content Too Large", detail)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_problem(send, 413, "Content Too Large", detail)
+
+
+class _TooLarge(BaseException):  # noqa: N818 - passes through FastAPI's body parser untouched
+    pass

@@ -1,0 +1,129 @@
+"""``session-service``: dev (the whole embedded stack), api, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from session_service.settings import Settings
+
+log = logging.getLogger("session_service")
+
+
+async def _serve(settings: Settings, host: str, port: int) -> None:
+    from session_service.api.app import create_app
+    from session_service.runtime import Runtime
+
+    runtime = await Runtime.open(settings)
+    try:
+        app = create_app(settings, runtime)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        await server.serve()
+    finally:
+        await runtime.close()
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Start Postgres, Temporal (with UI), Qdrant local mode and the API in one process tree."""
+    from session_service.embedded import EmbeddedPostgres, EmbeddedTemporal
+
+    settings = Settings()
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    update: dict[str, object] = {"data_dir": data_dir}
+    pg: EmbeddedPostgres | None = None
+    temporal: EmbeddedTemporal | None = None
+    try:
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data_dir)
+            update["database_url"] = pg.start()
+            log.info("postgres ready (socket in %s)", pg.socket_dir)
+        if not settings.temporal_address:
+            temporal = EmbeddedTemporal(
+                data_dir / "temporal", port=args.temporal_port, ui_port=args.temporal_ui_port
+            )
+            update["temporal_address"] = temporal.start()
+            update["temporal_ui_url"] = temporal.ui_url
+            log.info("temporal ready on %s, UI on %s", temporal.address, temporal.ui_url)
+        settings = settings.model_copy(update=update)
+        asyncio.run(_serve(settings, args.host, args.port))
+    finally:
+        if temporal is not None:
+            temporal.stop()
+        if pg is not None:
+            pg.stop()
+        log.info("stopped")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the API against the stores named by the environment (production)."""
+    settings = Settings()
+    asyncio.run(_serve(settings, args.host, args.port))
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    """Apply the database migrations (idempotent)."""
+    import asyncpg
+
+    from session_service.stores import migrate
+
+    settings = Settings()
+    if not settings.database_url:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrate.migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="session-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help=cmd_dev.__doc__)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8087)
+    dev.add_argument("--data-dir", default=".data")
+    dev.add_argument("--temporal-port", type=int, default=7233)
+    dev.add_argument("--temporal-ui-port", type=int, default=8233)
+    dev.set_defaults(func=cmd_dev)
+
+    api = sub.add_parser("api", help=cmd_api.__doc__)
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8087)
+    api.set_defaults(func=cmd_api)
+
+    mig = sub.add_parser("migrate", help=cmd_migrate.__doc__)
+    mig.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

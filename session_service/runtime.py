@@ -1,0 +1,58 @@
+"""The process's clients, opened once in the app's lifespan (or by a test) and closed in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+from temporalio.client import Client
+
+from session_service.sessions import SessionService
+from session_service.settings import Settings
+from session_service.stores import migrate
+from session_service.stores.repository import SessionRepository, create_pool
+from session_service.stores.vector_store import VectorStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    vectors: VectorStore
+    temporal: Client
+    repo: SessionRepository = field(init=False)
+    sessions: SessionService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.repo = SessionRepository(self.pool)
+        self.sessions = SessionService(self.repo, self.vectors)
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, vectors: VectorStore | None = None, run_migrations: bool = True
+    ) -> Runtime:
+        if not settings.database_url or not settings.temporal_address:
+            raise RuntimeError("DATABASE_URL and TEMPORAL_ADDRESS must be set (or use `dev`)")
+        pool = await create_pool(settings.database_url, settings.pg_pool_min, settings.pg_pool_max)
+        try:
+            if run_migrations:
+                async with pool.acquire() as conn:
+                    await migrate.migrate(conn)
+            temporal = await Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace
+            )
+            if vectors is None:
+                vectors = VectorStore.open(
+                    url=settings.effective_qdrant_url,
+                    api_key=settings.qdrant_api_key,
+                    path=settings.qdrant_path,
+                )
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(settings=settings, pool=pool, vectors=vectors, temporal=temporal)
+
+    async def close(self, *, close_vectors: bool = True) -> None:
+        await self.pool.close()
+        if close_vectors:
+            self.vectors.close()

@@ -1,0 +1,68 @@
+"""One settings object, read once from the environment.
+
+Anything set explicitly (``DATABASE_URL``, ``TEMPORAL_ADDRESS``, ``QDRANT_URL``)
+replaces the embedded part it names; everything unset is started by
+``session-service dev`` under the data dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "example", "xxx"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    database_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_host: str | None = None
+    qdrant_port: int = 6333
+    qdrant_api_key: str | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "session-service"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    session_api_keys: str | None = Field(
+        default=None, description="Comma-separated bearer tokens; unset means no API key check."
+    )
+    sync_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    data_dir: Path = Path(".data")
+    max_body_bytes: int = 32 * 1024 * 1024
+    pg_pool_min: int = 2
+    pg_pool_max: int = 20
+
+    @field_validator("session_api_keys")
+    @classmethod
+    def _no_placeholder_keys(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for key in value.split(","):
+            if key.strip().lower() in PLACEHOLDER_KEYS or len(key.strip()) < 8:
+                raise ValueError(
+                    "SESSION_API_KEYS holds a placeholder or a key shorter than 8 characters"
+                )
+        return value
+
+    @property
+    def api_keys(self) -> frozenset[str]:
+        if not self.session_api_keys:
+            return frozenset()
+        return frozenset(k.strip() for k in self.session_api_keys.split(",") if k.strip())
+
+    @property
+    def effective_qdrant_url(self) -> str | None:
+        """``QDRANT_URL``, or the older ``QDRANT_HOST``/``QDRANT_PORT`` pair."""
+        if self.qdrant_url:
+            return self.qdrant_url
+        if self.qdrant_host:
+            return f"http://{self.qdrant_host}:{self.qdrant_port}"
+        return None
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"

@@ -1,0 +1,408 @@
+"""Every SQL statement of the service. Returns domain models, raises domain errors.
+
+Counters are incremented in SQL and metadata merged with jsonb ``||``, so
+concurrent writers add up without read-modify-write races.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from session_service.errors import Locked, NotFound, PreconditionFailed, Unprocessable
+from session_service.models import (
+    ModelType,
+    ModelUsage,
+    Permission,
+    ProcessingStats,
+    RetentionPolicy,
+    SessionConfiguration,
+    SessionRecord,
+    SessionStatus,
+)
+
+_SELECT = """
+SELECT s.*,
+       COALESCE(c.users, '{}') AS shared_with,
+       COALESCE(c.perms, '{}'::jsonb) AS permissions
+FROM sessions s
+LEFT JOIN LATERAL (
+    SELECT array_agg(user_id ORDER BY added_seq) AS users,
+           jsonb_object_agg(user_id, permissions) AS perms
+    FROM collaborators WHERE session_id = s.id
+) c ON true
+"""
+
+_STAT_COLUMNS = ("urls_processed", "content_analyzed", "clusters_generated", "embeddings_created")
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb in and out as Python objects, for every pooled connection."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+def _record(row: asyncpg.Record) -> SessionRecord:
+    return SessionRecord(
+        id=str(row["id"]),
+        name=row["name"],
+        description=row["description"],
+        status=SessionStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        owner_id=row["owner_id"],
+        shared_with=list(row["shared_with"]),
+        qdrant_collection_name=row["qdrant_collection_name"],
+        configuration=SessionConfiguration.model_validate(row["configuration"]),
+        processing_stats=ProcessingStats(
+            urls_processed=row["urls_processed"],
+            content_analyzed=row["content_analyzed"],
+            clusters_generated=row["clusters_generated"],
+            embeddings_created=row["embeddings_created"],
+            last_processing_time=row["last_processing_time"],
+        ),
+        model_usage_history=ModelUsage(
+            llm_models_used=list(row["llm_models_used"]),
+            embedding_models_used=list(row["embedding_models_used"]),
+            model_switches=row["model_switches"],
+            last_model_switch=row["last_model_switch"],
+        ),
+        tags=list(row["tags"]),
+        metadata=row["metadata"],
+        version=row["version"],
+        permissions={k: [Permission(p) for p in v] for k, v in row["permissions"].items()},
+        locked_by=row["locked_by"],
+    )
+
+
+def _uuid(session_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(session_id)
+    except ValueError as exc:
+        raise NotFound(f"session {session_id!r} not found") from exc
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Keyset position of GET /sessions: the last row's (updated_at, id)."""
+
+    updated_at: datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.updated_at.isoformat(), self.id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> PageCursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            stamp, ident = json.loads(raw)
+            return cls(datetime.fromisoformat(stamp), str(uuid.UUID(ident)))
+        except (ValueError, TypeError) as exc:
+            raise Unprocessable(
+                "page_token is not valid: pass the token from the previous page's Link header"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    status: SessionStatus | None = None
+    owner_id: str | None = None
+    tags: Sequence[str] = ()
+    visible_to: str | None = None
+
+
+class SessionRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # reads
+
+    async def get(self, session_id: str, conn: asyncpg.Connection | None = None) -> SessionRecord:
+        sid = _uuid(session_id)
+        row = await (conn or self.pool).fetchrow(_SELECT + " WHERE s.id = $1", sid)
+        if row is None:
+            raise NotFound(f"session {session_id} not found")
+        return _record(row)
+
+    async def get_many(self, session_ids: Sequence[str]) -> list[SessionRecord]:
+        """Sessions in the order asked; NotFound names the first missing id."""
+        ids = [_uuid(s) for s in session_ids]
+        rows = await self.pool.fetch(_SELECT + " WHERE s.id = ANY($1::uuid[])", ids)
+        by_id = {str(r["id"]): _record(r) for r in rows}
+        for sid in session_ids:
+            if str(_uuid(sid)) not in by_id:
+                raise NotFound(f"session {sid} not found")
+        return [by_id[str(_uuid(s))] for s in session_ids]
+
+    async def list(
+        self, flt: SessionFilter, limit: int, after: PageCursor | None = None
+    ) -> list[SessionRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if flt.status is not None:
+            where.append(f"s.status = {arg(flt.status.value)}")
+        if flt.owner_id is not None:
+            where.append(f"s.owner_id = {arg(flt.owner_id)}")
+        if flt.tags:
+            where.append(f"s.tags && {arg(list(flt.tags))}::text[]")
+        if flt.visible_to is not None:
+            user = arg(flt.visible_to)
+            where.append(
+                f"(s.owner_id = {user} OR EXISTS (SELECT 1 FROM collaborators x "
+                f"WHERE x.session_id = s.id AND x.user_id = {user}))"
+            )
+        if after is not None:
+            where.append(f"(s.updated_at, s.id) < ({arg(after.updated_at)}, {arg(after.id)}::uuid)")
+        sql = _SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY s.updated_at DESC, s.id DESC LIMIT {arg(limit)}"
+        return [_record(r) for r in await self.pool.fetch(sql, *args)]
+
+    # writes
+
+    async def insert(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        session_id: str,
+        name: str,
+        description: str | None,
+        owner_id: str | None,
+        configuration: SessionConfiguration,
+        tags: list[str],
+        metadata: dict[str, Any],
+        collection_name: str,
+    ) -> SessionRecord:
+        await conn.execute(
+            """INSERT INTO sessions (id, name, description, status, owner_id,
+                   qdrant_collection_name, configuration, tags, metadata)
+               VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)""",
+            uuid.UUID(session_id),
+            name,
+            description,
+            owner_id,
+            collection_name,
+            configuration.model_dump(mode="json"),
+            tags,
+            metadata,
+        )
+        return await self.get(session_id, conn)
+
+    async def _mutate(
+        self,
+        session_id: str,
+        assignments: str,
+        args: Sequence[Any],
+        *,
+        if_version: int | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        """Run ``UPDATE sessions SET <assignments>`` on an unlocked session.
+
+        ``$1`` is the session id; ``args`` continue from ``$2``. Every change
+        bumps ``version`` (the ETag) and ``updated_at`` (last activity).
+        """
+        sid = _uuid(session_id)
+        sql = (
+            f"UPDATE sessions SET {assignments}, version = version + 1, updated_at = now() "
+            "WHERE id = $1 AND locked_by IS NULL"
+        )
+        all_args: list[Any] = [sid, *args]
+        if if_version is not None:
+            all_args.append(if_version)
+            sql += f" AND version = ${len(all_args)}"
+        sql += " RETURNING id"
+        try:
+            row = await (conn or self.pool).fetchrow(sql, *all_args)
+        except asyncpg.CheckViolationError as exc:
+            raise Unprocessable(
+                "the merged metadata would exceed the 64 KiB limit; remove keys first"
+            ) from exc
+        if row is None:
+            await self._explain_miss(session_id, if_version, conn)
+
+    async def _explain_miss(
+        self, session_id: str, if_version: int | None, conn: asyncpg.Connection | None
+    ) -> None:
+        row = await (conn or self.pool).fetchrow(
+            "SELECT locked_by, version FROM sessions WHERE id = $1", _uuid(session_id)
+        )
+        if row is None:
+            raise NotFound(f"session {session_id} not found")
+        if row["locked_by"] is not None:
+            raise Locked(session_id, row["locked_by"])
+        if if_version is not None and row["version"] != if_version:
+            raise PreconditionFailed(
+                f'session {session_id} changed since ETag "{if_version}" '
+                f'(now "{row["version"]}"); GET it again and retry'
+            )
+        raise NotFound(f"session {session_id} not found")  # deleted in between
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        fields: dict[str, Any],
+        configuration: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+        if_version: int | None,
+    ) -> SessionRecord:
+        columns = {"name", "description", "status", "tags"}
+        parts: list[str] = []
+        args: list[Any] = []
+        for column, value in fields.items():
+            if column not in columns:
+                raise ValueError(f"not an updatable column: {column}")
+            args.append(value)
+            parts.append(f"{column} = ${len(args) + 1}")
+        if configuration:
+            args.append(configuration)
+            parts.append(f"configuration = configuration || ${len(args) + 1}::jsonb")
+        if metadata:
+            args.append(metadata)
+            parts.append(f"metadata = metadata || ${len(args) + 1}::jsonb")
+        if not parts:
+            parts.append("name = name")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._mutate(session_id, ", ".join(parts), args, if_version=if_version, conn=conn)
+            return await self.get(session_id, conn)
+
+    async def increment_stats(
+        self, session_id: str, deltas: dict[str, int], metadata: dict[str, Any] | None
+    ) -> None:
+        parts = [f"{c} = {c} + ${i + 2}" for i, c in enumerate(_STAT_COLUMNS)]
+        args: list[Any] = [int(deltas.get(c) or 0) for c in _STAT_COLUMNS]
+        args.append(metadata or {})
+        parts.append(
+            f"metadata = metadata || ${len(args) + 1}::jsonb"
+            " || jsonb_build_object('last_stats_update', to_jsonb(now()))"
+        )
+        parts.append("last_processing_time = now()")
+        await self._mutate(session_id, ", ".join(parts), args)
+
+    async def record_model_usage(
+        self, session_id: str, model_type: ModelType, model_name: str
+    ) -> None:
+        column = "llm_models_used" if model_type is ModelType.llm else "embedding_models_used"
+        await self._mutate(
+            session_id,
+            f"{column} = CASE WHEN $2 = ANY({column}) THEN {column} "
+            f"ELSE array_append({column}, $2) END, "
+            "model_switches = model_switches + 1, last_model_switch = now()",
+            [model_name],
+        )
+
+    async def set_status(self, session_id: str, status: SessionStatus) -> None:
+        await self._mutate(session_id, "status = $2", [status.value])
+
+    async def touch(self, session_id: str) -> None:
+        """Record activity (points written) without changing anything else."""
+        await self._mutate(session_id, "name = name", [])
+
+    async def share(
+        self, session_id: str, user_ids: Sequence[str], permissions: Sequence[Permission]
+    ) -> SessionRecord:
+        perms = sorted({p.value for p in permissions})
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._mutate(
+                session_id,
+                "status = CASE WHEN status = 'deleted' THEN status ELSE 'shared' END",
+                [],
+                conn=conn,
+            )
+            await conn.executemany(
+                """INSERT INTO collaborators (session_id, user_id, permissions)
+                   VALUES ($1, $2, $3)
+                   ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = EXCLUDED.permissions""",
+                [(_uuid(session_id), user, perms) for user in dict.fromkeys(user_ids)],
+            )
+            return await self.get(session_id, conn)
+
+    async def unshare(self, session_id: str, user_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._mutate(session_id, "name = name", [], conn=conn)
+            deleted = await conn.fetchval(
+                "DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2 RETURNING user_id",
+                _uuid(session_id),
+                user_id,
+            )
+            if deleted is None:
+                raise NotFound(f"user {user_id!r} is not a collaborator of session {session_id}")
+            await conn.execute(
+                """UPDATE sessions SET status = 'active'
+                   WHERE id = $1 AND status = 'shared'
+                     AND NOT EXISTS (SELECT 1 FROM collaborators WHERE session_id = $1)""",
+                _uuid(session_id),
+            )
+
+    # retention policy
+
+    async def get_policy(self) -> RetentionPolicy:
+        row = await self.pool.fetchrow("SELECT policy FROM retention_policy WHERE id = 1")
+        return RetentionPolicy() if row is None else RetentionPolicy.model_validate(row["policy"])
+
+    async def put_policy(self, policy: RetentionPolicy) -> None:
+        await self.pool.execute(
+            """INSERT INTO retention_policy (id, policy) VALUES (1, $1)
+               ON CONFLICT (id) DO UPDATE SET policy = EXCLUDED.policy, updated_at = now()""",
+            policy.model_dump(mode="json"),
+        )
+
+    # idempotency keys
+
+    async def claim_idempotency_key(
+        self, conn: asyncpg.Connection, scope: str, key: str, request_hash: str, resource_id: str
+    ) -> str | None:
+        """Record ``key`` for ``resource_id`` inside the caller's transaction.
+
+        Returns None when the key is new; the earlier resource id when the same
+        request was seen; raises Unprocessable when the key came with another body.
+        A concurrent twin blocks on the primary key until the first commits.
+        """
+        inserted = await conn.fetchval(
+            """INSERT INTO idempotency_keys (scope, key, request_hash, resource_id)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING resource_id""",
+            scope,
+            key,
+            request_hash,
+            resource_id,
+        )
+        if inserted is not None:
+            return None
+        row = await conn.fetchrow(
+            "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            scope,
+            key,
+        )
+        assert row is not None
+        if row["request_hash"] != request_hash:
+            raise Unprocessable(
+                f"Idempotency-Key {key!r} was already used with a different request body; "
+                "use a new key for a new request"
+            )
+        return str(row["resource_id"])
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")

@@ -1,0 +1,185 @@
+"""Every qdrant-client call of the service.
+
+The client is synchronous and, in local mode, blocks and allows one client
+per folder. So the process holds exactly one client and runs its calls on a
+dedicated executor: one thread for local mode (its storage is not
+thread-safe), a few for a server. The event loop stays free while points move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+T = TypeVar("T")
+
+_DISTANCES = {
+    "Cosine": models.Distance.COSINE,
+    "Dot": models.Distance.DOT,
+    "Euclid": models.Distance.EUCLID,
+    "Manhattan": models.Distance.MANHATTAN,
+}
+
+PointId = int | str
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: PointId
+    vector: list[float] | None
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class CollectionParams:
+    vector_size: int
+    distance: str
+    points_count: int
+
+
+def collection_name_for(session_id: str) -> str:
+    return f"session_{uuid.UUID(session_id).hex}"
+
+
+class VectorStore:
+    def __init__(self, client: QdrantClient, *, local: bool) -> None:
+        self.client = client
+        self.local = local
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if local else 8, thread_name_prefix="qdrant"
+        )
+
+    @classmethod
+    def open(
+        cls, *, url: str | None, api_key: str | None = None, path: Path | None = None
+    ) -> VectorStore:
+        if url:
+            return cls(QdrantClient(url=url, api_key=api_key, timeout=60), local=False)
+        if path is None:
+            return cls(QdrantClient(location=":memory:"), local=True)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(QdrantClient(path=str(path)), local=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.client.close()
+
+    # collections
+
+    async def ensure_collection(self, name: str, vector_size: int, distance: str) -> None:
+        """Create the collection if missing (idempotent: safe to retry)."""
+
+        def create() -> None:
+            if self.client.collection_exists(name):
+                return
+            self.client.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=vector_size, distance=_DISTANCES[distance]),
+            )
+
+        await self._run(create)
+
+    async def drop_collection(self, name: str) -> None:
+        """Delete the collection if present (idempotent)."""
+
+        def drop() -> None:
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
+
+        await self._run(drop)
+
+    async def collection_params(self, name: str) -> CollectionParams | None:
+        def info() -> CollectionParams | None:
+            if not self.client.collection_exists(name):
+                return None
+            desc = self.client.get_collection(name)
+            params = desc.config.params.vectors
+            assert isinstance(params, models.VectorParams)
+            count = self.client.count(name, exact=True).count
+            return CollectionParams(
+                vector_size=params.size, distance=params.distance.value, points_count=count
+            )
+
+        return await self._run(info)
+
+    async def count(self, name: str) -> int:
+        def count() -> int:
+            if not self.client.collection_exists(name):
+                return 0
+            return self.client.count(name, exact=True).count
+
+        return await self._run(count)
+
+    # points
+
+    async def upsert(self, name: str, points: Sequence[StoredPoint]) -> int:
+        structs = [
+            models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload or {})
+            for p in points
+        ]
+        await self._run(self.client.upsert, name, structs, wait=True)
+        return len(structs)
+
+    async def scroll(
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: PointId | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], PointId | None]:
+        records, next_offset = await self._run(
+            self.client.scroll,
+            name,
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        points = [
+            StoredPoint(
+                id=r.id,
+                vector=list(r.vector) if isinstance(r.vector, list) else None,  # type: ignore[arg-type]
+                payload=r.payload,
+            )
+            for r in records
+        ]
+        return points, next_offset  # type: ignore[return-value]
+
+    async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
+        """Delete the points that exist; return how many did."""
+
+        def delete() -> int:
+            found = self.client.retrieve(name, ids=list(ids), with_payload=False)
+            if found:
+                self.client.delete(
+                    name, points_selector=models.PointIdsList(points=[r.id for r in found])
+                )
+            return len(found)
+
+        return await self._run(delete)
+
+    async def ping(self) -> None:
+        await self._run(self.client.get_collections)
+
+
+__all__ = [
+    "CollectionParams",
+    "StoredPoint",
+    "UnexpectedResponse",
+    "VectorStore",
+    "collection_name_for",
+]
