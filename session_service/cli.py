@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +16,27 @@ import uvicorn
 from session_service.settings import Settings
 
 log = logging.getLogger("session_service")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its shutdown, which would skip stopping the
+    embedded children in order; here a signal only asks the server to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._ask_exit)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _ask_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
 
 
 async def _serve(settings: Settings, host: str, port: int) -> None:
@@ -25,7 +49,7 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         await server.serve()
     finally:
         await runtime.close()

@@ -102,7 +102,7 @@ class SessionService:
                 await self.vectors.drop_collection(collection)
             raise
 
-    async def list(
+    async def list_sessions(
         self,
         actor: Actor,
         *,
@@ -114,7 +114,7 @@ class SessionService:
     ) -> tuple[list[SessionRecord], str | None]:
         after = PageCursor.decode(page_token) if page_token else None
         flt = SessionFilter(status=status, owner_id=owner_id, tags=tags, visible_to=actor.user_id)
-        rows = await self.repo.list(flt, limit + 1, after)
+        rows = await self.repo.search(flt, limit + 1, after)
         next_token = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -139,13 +139,15 @@ class SessionService:
         config: dict[str, Any] | None = None
         if body.configuration is not None:
             config = body.configuration.model_dump(mode="json", exclude_unset=True)
-            current = session.configuration
-            for key, now in (("vector_size", current.vector_size), ("distance", current.distance)):
-                if key in config and config[key] != (now if key == "vector_size" else now.value):
+            current = {
+                "vector_size": session.configuration.vector_size,
+                "distance": session.configuration.distance.value,
+            }
+            for key, now in current.items():
+                if key in config and config[key] != now:
                     raise Conflict(
-                        f"configuration.{key} is fixed when the session's collection is created "
-                        f"(it is {now if key == 'vector_size' else now.value}); "
-                        "create a new session to change it"
+                        f"configuration.{key} is fixed when the session's collection is "
+                        f"created (it is {now}); create a new session to change it"
                     )
         return await self.repo.update(
             session_id,

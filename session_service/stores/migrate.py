@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import asyncpg
+if TYPE_CHECKING:
+    from session_service.stores.repository import Conn
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ def available() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Conn) -> list[str]:
     """Apply what is missing; return the names applied. Safe to run any number of times."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)

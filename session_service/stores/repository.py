@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from session_service.errors import Locked, NotFound, PreconditionFailed, Unprocessable
 from session_service.models import (
@@ -40,10 +41,14 @@ LEFT JOIN LATERAL (
 ) c ON true
 """
 
+if TYPE_CHECKING:
+    # a bare connection or a pooled one; the stubs' generics exist only for type checking
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+
 _STAT_COLUMNS = ("urls_processed", "content_analyzed", "clusters_generated", "embeddings_created")
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """jsonb in and out as Python objects, for every pooled connection."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -133,7 +138,7 @@ class SessionRepository:
 
     # reads
 
-    async def get(self, session_id: str, conn: asyncpg.Connection | None = None) -> SessionRecord:
+    async def get(self, session_id: str, conn: Conn | None = None) -> SessionRecord:
         sid = _uuid(session_id)
         row = await (conn or self.pool).fetchrow(_SELECT + " WHERE s.id = $1", sid)
         if row is None:
@@ -150,7 +155,7 @@ class SessionRepository:
                 raise NotFound(f"session {sid} not found")
         return [by_id[str(_uuid(s))] for s in session_ids]
 
-    async def list(
+    async def search(
         self, flt: SessionFilter, limit: int, after: PageCursor | None = None
     ) -> list[SessionRecord]:
         where: list[str] = []
@@ -184,7 +189,7 @@ class SessionRepository:
 
     async def insert(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         *,
         session_id: str,
         name: str,
@@ -217,7 +222,7 @@ class SessionRepository:
         args: Sequence[Any],
         *,
         if_version: int | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Conn | None = None,
     ) -> None:
         """Run ``UPDATE sessions SET <assignments>`` on an unlocked session.
 
@@ -244,7 +249,7 @@ class SessionRepository:
             await self._explain_miss(session_id, if_version, conn)
 
     async def _explain_miss(
-        self, session_id: str, if_version: int | None, conn: asyncpg.Connection | None
+        self, session_id: str, if_version: int | None, conn: Conn | None
     ) -> None:
         row = await (conn or self.pool).fetchrow(
             "SELECT locked_by, version FROM sessions WHERE id = $1", _uuid(session_id)
@@ -335,7 +340,8 @@ class SessionRepository:
             await conn.executemany(
                 """INSERT INTO collaborators (session_id, user_id, permissions)
                    VALUES ($1, $2, $3)
-                   ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = EXCLUDED.permissions""",
+                   ON CONFLICT (session_id, user_id)
+                   DO UPDATE SET permissions = EXCLUDED.permissions""",
                 [(_uuid(session_id), user, perms) for user in dict.fromkeys(user_ids)],
             )
             return await self.get(session_id, conn)
@@ -344,7 +350,8 @@ class SessionRepository:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._mutate(session_id, "name = name", [], conn=conn)
             deleted = await conn.fetchval(
-                "DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2 RETURNING user_id",
+                """DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2
+                   RETURNING user_id""",
                 _uuid(session_id),
                 user_id,
             )
@@ -373,7 +380,7 @@ class SessionRepository:
     # idempotency keys
 
     async def claim_idempotency_key(
-        self, conn: asyncpg.Connection, scope: str, key: str, request_hash: str, resource_id: str
+        self, conn: Conn, scope: str, key: str, request_hash: str, resource_id: str
     ) -> str | None:
         """Record ``key`` for ``resource_id`` inside the caller's transaction.
 

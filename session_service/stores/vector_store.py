@@ -151,7 +151,7 @@ class VectorStore:
         )
         points = [
             StoredPoint(
-                id=r.id,
+                id=r.id if isinstance(r.id, int) else str(r.id),
                 vector=list(r.vector) if isinstance(r.vector, list) else None,  # type: ignore[arg-type]
                 payload=r.payload,
             )

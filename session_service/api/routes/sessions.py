@@ -65,7 +65,7 @@ async def list_sessions(
 ) -> list[SessionModel]:
     """Sessions the caller can read, newest ``updated_at`` first; next page in ``Link``."""
     tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else []
-    rows, next_token = await sessions.list(
+    rows, next_token = await sessions.list_sessions(
         actor,
         status=status,
         owner_id=owner_id,

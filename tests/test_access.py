@@ -1,0 +1,131 @@
+"""Section E: the access matrix (owner, admin, write, read, stranger) and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from session_service.api.app import create_app
+from session_service.runtime import Runtime
+from session_service.settings import Settings
+from tests.conftest import Factory
+
+# (action, method, path, body, least permission needed)
+ACTIONS: list[tuple[str, str, str, Any, str]] = [
+    ("get", "GET", "", None, "read"),
+    ("stats", "GET", "/stats", None, "read"),
+    ("collaborators", "GET", "/collaborators", None, "read"),
+    ("points", "GET", "/points", None, "read"),
+    ("collection", "GET", "/collection", None, "read"),
+    ("update", "PUT", "", {"description": "changed"}, "write"),
+    ("post stats", "PUT", "/stats", {"urls_processed": 1}, "write"),
+    ("model usage", "PUT", "/model-usage?model_type=llm&model_name=m", None, "write"),
+    ("put points", "PUT", "/points", {"points": [{"id": 7, "vector": [1.0] * 4}]}, "write"),
+    ("delete points", "POST", "/points/delete", {"ids": [7]}, "write"),
+    ("share", "POST", "/share", {"user_ids": ["someone"]}, "admin"),
+    ("archive", "POST", "/archive", None, "admin"),
+    ("restore", "POST", "/restore", None, "admin"),
+    ("soft delete", "DELETE", "", None, "admin"),
+]
+RANK = {"stranger": 0, "read": 1, "write": 2, "admin": 3, "owner": 4}
+
+
+@pytest.mark.parametrize("role", ["owner", "admin", "write", "read", "stranger"])
+@pytest.mark.parametrize(
+    ("action", "method", "path", "body", "needed"), ACTIONS, ids=[a[0] for a in ACTIONS]
+)
+async def test_access_matrix(
+    client: httpx.AsyncClient,
+    make: Factory,
+    role: str,
+    action: str,
+    method: str,
+    path: str,
+    body: Any,
+    needed: str,
+) -> None:
+    owner = make.user()
+    s = await make.session(owner_id=owner, configuration={"vector_size": 4})
+    for perm in ("read", "write", "admin"):
+        r = await client.post(
+            f"/sessions/{s['id']}/share",
+            json={"user_ids": [f"{owner}-{perm}"], "permissions": [perm]},
+        )
+        assert r.status_code == 200
+    user = owner if role == "owner" else f"{owner}-{role}"
+    r = await client.request(
+        method, f"/sessions/{s['id']}{path}", json=body, headers={"X-User-Id": user}
+    )
+    if RANK[role] >= RANK[needed]:
+        assert r.status_code == 200, r.text
+    elif role == "stranger":
+        assert r.status_code == 404, r.text  # existence not disclosed
+    else:
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_list_shows_only_readable_sessions(client: httpx.AsyncClient, make: Factory) -> None:
+    alice, bob = make.user(), make.user()
+    mine = await make.session(headers={"X-User-Id": alice})
+    assert mine["owner_id"] == alice
+    shared = await make.session(owner_id=bob)
+    await client.post(f"/sessions/{shared['id']}/share", json={"user_ids": [alice]})
+    hidden = await make.session(owner_id=bob)
+    listed = {s["id"] for s in (await client.get("/sessions", headers={"X-User-Id": alice})).json()}
+    assert mine["id"] in listed and shared["id"] in listed and hidden["id"] not in listed
+
+
+async def test_user_cannot_create_for_someone_else(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/sessions", json={"name": "x", "owner_id": "bob"}, headers={"X-User-Id": "alice"}
+    )
+    assert r.status_code == 403
+
+
+async def test_compare_needs_read_on_every_session(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    alice = make.user()
+    a = await make.session(owner_id=alice)
+    b = await make.session(owner_id=make.user())
+    r = await client.post(
+        "/sessions/compare", json={"session_ids": [a["id"], b["id"]]}, headers={"X-User-Id": alice}
+    )
+    assert r.status_code == 404
+
+
+async def test_retention_policy_change_needs_trusted_caller(client: httpx.AsyncClient) -> None:
+    r = await client.put("/sessions/retention-policy", json={}, headers={"X-User-Id": "alice"})
+    assert r.status_code == 403
+
+
+@pytest.fixture
+async def keyed_client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    keyed = settings.model_copy(update={"session_api_keys": "key-number-one,key-number-two"})
+    app = create_app(keyed, runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as c:
+        yield c
+
+
+async def test_api_keys(keyed_client: httpx.AsyncClient) -> None:
+    assert (await keyed_client.get("/health")).status_code == 200
+    missing = await keyed_client.get("/sessions")
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = await keyed_client.get("/sessions", headers={"Authorization": "Bearer nope-nope-nope"})
+    assert wrong.status_code == 401
+    for key in ("key-number-one", "key-number-two"):
+        ok = await keyed_client.get("/sessions", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+
+
+def test_placeholder_api_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(session_api_keys="changeme")
