@@ -307,3 +307,16 @@ async def test_list_filters_order_and_paging(client: httpx.AsyncClient, make: Fa
         url = link.split(";")[0].strip("<>") if link else None
         pages += 1
     assert pages == 3 and seen == ids
+
+
+async def test_health_is_503_when_a_part_is_down(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    from unittest import mock
+
+    with mock.patch.object(runtime.vectors, "ping", side_effect=RuntimeError("gone")):
+        r = await client.get("/health")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["postgres"] == "ok" and body["checks"]["qdrant"].startswith("error")
