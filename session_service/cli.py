@@ -1,4 +1,4 @@
-"""``session-service``: dev (the whole embedded stack), api, migrate."""
+"""``session-service``: dev (the whole embedded stack), api, worker, migrate."""
 
 from __future__ import annotations
 
@@ -39,9 +39,12 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _serve(settings: Settings, host: str, port: int) -> None:
+async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    """The API under uvicorn; with the worker in the same event loop when asked (``dev``),
+    sharing the one Qdrant client that local mode allows."""
     from session_service.api.app import create_app
     from session_service.runtime import Runtime
+    from session_service.worker import build_worker
 
     runtime = await Runtime.open(settings)
     try:
@@ -50,7 +53,34 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
             app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
         )
         server = _Server(config)
-        await server.serve()
+        if not with_worker:
+            await server.serve()
+            return
+        worker = build_worker(
+            runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors
+        )
+        async with worker:
+            await server.serve()
+    finally:
+        await runtime.close()
+
+
+async def _work(settings: Settings) -> None:
+    from session_service.runtime import Runtime
+    from session_service.worker import build_worker
+
+    runtime = await Runtime.open(settings, run_migrations=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        worker = build_worker(
+            runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors
+        )
+        async with worker:
+            log.info("worker polling task queue %s", settings.temporal_task_queue)
+            await stop.wait()
     finally:
         await runtime.close()
 
@@ -78,7 +108,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             update["temporal_ui_url"] = temporal.ui_url
             log.info("temporal ready on %s, UI on %s", temporal.address, temporal.ui_url)
         settings = settings.model_copy(update=update)
-        asyncio.run(_serve(settings, args.host, args.port))
+        asyncio.run(_serve(settings, args.host, args.port, with_worker=True))
     finally:
         if temporal is not None:
             temporal.stop()
@@ -91,7 +121,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API against the stores named by the environment (production)."""
     settings = Settings()
-    asyncio.run(_serve(settings, args.host, args.port))
+    asyncio.run(_serve(settings, args.host, args.port, with_worker=False))
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    """Run the Temporal worker alone (production; scale out by running more)."""
+    asyncio.run(_work(Settings()))
     return 0
 
 
@@ -134,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="0.0.0.0")
     api.add_argument("--port", type=int, default=8087)
     api.set_defaults(func=cmd_api)
+
+    work = sub.add_parser("worker", help=cmd_worker.__doc__)
+    work.set_defaults(func=cmd_worker)
 
     mig = sub.add_parser("migrate", help=cmd_migrate.__doc__)
     mig.set_defaults(func=cmd_migrate)

@@ -299,3 +299,69 @@ class HealthStatus(BaseModel):
     service: str = "session"
     version: str
     checks: dict[str, str]
+
+
+# Long-running operations (section B)
+
+MAX_SPLIT_POINT_IDS = 100_000
+
+
+class MergeRequest(StrictBody):
+    source_session_ids: Annotated[list[str], Field(min_length=2, max_length=MAX_MERGE_SOURCES)]
+    target_name: Name | None = None
+    target_description: Description | None = None
+    owner_id: UserId | None = None
+    tags: Tags | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    archive_sources: bool = True
+
+
+class SplitPartRequest(StrictBody):
+    name: Name
+    point_ids: Annotated[list[PointIdIn], Field(min_length=1)]
+    description: Description | None = None
+    tags: Tags = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class SplitRequest(StrictBody):
+    parts: Annotated[list[SplitPartRequest], Field(min_length=1, max_length=MAX_SPLIT_PARTS)]
+    archive_original: bool = False
+    remove_points: bool = True
+
+    @field_validator("parts")
+    @classmethod
+    def _bounded_ids(cls, parts: list[SplitPartRequest]) -> list[SplitPartRequest]:
+        total = sum(len(p.point_ids) for p in parts)
+        if total > MAX_SPLIT_POINT_IDS:
+            raise ValueError(
+                f"parts list {total} point ids in all; the limit is {MAX_SPLIT_POINT_IDS}"
+            )
+        return parts
+
+
+class OperationStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class OperationError(BaseModel):
+    type: str
+    message: str
+
+
+class Operation(BaseModel):
+    id: str
+    kind: str
+    status: OperationStatus
+    done: bool
+    session_ids: list[str]
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: OperationError | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: str | None = None
+    links: dict[str, str]

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
+from session_service.operations import OperationService
 from session_service.sessions import SessionService
 from session_service.settings import Settings
 from session_service.stores import migrate
@@ -22,10 +24,12 @@ class Runtime:
     temporal: Client
     repo: SessionRepository = field(init=False)
     sessions: SessionService = field(init=False)
+    operations: OperationService = field(init=False)
 
     def __post_init__(self) -> None:
         self.repo = SessionRepository(self.pool)
         self.sessions = SessionService(self.repo, self.vectors)
+        self.operations = OperationService(self.temporal, self.settings, self.sessions)
 
     @classmethod
     async def open(
@@ -39,7 +43,9 @@ class Runtime:
                 async with pool.acquire() as conn:
                     await migrate.migrate(conn)
             temporal = await Client.connect(
-                settings.temporal_address, namespace=settings.temporal_namespace
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
             )
             if vectors is None:
                 vectors = VectorStore.open(

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     )
     sync_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     data_dir: Path = Path(".data")
+    op_batch_size: int = Field(default=1024, ge=1, le=10_000)
+    op_batches_per_call: int = Field(default=16, ge=1, le=1000)
+    op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    op_maximum_attempts: int = Field(default=5, ge=1)
     max_body_bytes: int = 32 * 1024 * 1024
     pg_pool_min: int = 2
     pg_pool_max: int = 20

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from session_service import __version__
 from session_service.api import problems
 from session_service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
-from session_service.api.routes import compare, health, points, policy, sessions
+from session_service.api.routes import compare, health, operations, points, policy, sessions
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # Static /sessions/... paths first, so that /sessions/{id} does not shadow them.
     app.include_router(policy.router)
     app.include_router(compare.router)
+    app.include_router(operations.router)
     app.include_router(sessions.router)
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from session_service.errors import Locked, NotFound, PreconditionFailed, Unprocessable
+from session_service.errors import Conflict, Locked, NotFound, PreconditionFailed, Unprocessable
 from session_service.models import (
     ModelType,
     ModelUsage,
@@ -199,11 +199,14 @@ class SessionRepository:
         tags: list[str],
         metadata: dict[str, Any],
         collection_name: str,
+        locked_by: str | None = None,
     ) -> SessionRecord:
+        """Insert a new session; a repeat with the same id changes nothing (idempotent steps)."""
         await conn.execute(
             """INSERT INTO sessions (id, name, description, status, owner_id,
-                   qdrant_collection_name, configuration, tags, metadata)
-               VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)""",
+                   qdrant_collection_name, configuration, tags, metadata, locked_by)
+               VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (id) DO NOTHING""",
             uuid.UUID(session_id),
             name,
             description,
@@ -212,6 +215,7 @@ class SessionRepository:
             configuration.model_dump(mode="json"),
             tags,
             metadata,
+            locked_by,
         )
         return await self.get(session_id, conn)
 
@@ -411,5 +415,185 @@ class SessionRepository:
             )
         return str(row["resource_id"])
 
+    async def find_idempotency_key(self, scope: str, key: str) -> tuple[str, str] | None:
+        """(request hash, resource id) recorded for ``key``, if any."""
+        row = await self.pool.fetchrow(
+            "SELECT request_hash, resource_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            scope,
+            key,
+        )
+        return None if row is None else (row["request_hash"], row["resource_id"])
+
+    async def claim_key(self, scope: str, key: str, request_hash: str, resource_id: str) -> str:
+        """Record ``key`` (own transaction); the resource id that now owns it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            earlier = await self.claim_idempotency_key(conn, scope, key, request_hash, resource_id)
+        return earlier or resource_id
+
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
+
+    # operation locks and saga steps (DESIGN.md saga rules 1 and 4)
+
+    async def lock(
+        self,
+        operation_id: str,
+        session_ids: Sequence[str],
+        *,
+        same_vectors: bool = False,
+        allow_deleted: bool = False,
+    ) -> list[SessionRecord]:
+        """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op."""
+        ids = [_uuid(s) for s in session_ids]
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, locked_by FROM sessions WHERE id = ANY($1::uuid[])
+                   ORDER BY id FOR UPDATE""",
+                ids,
+            )
+            found = {str(r["id"]): r["locked_by"] for r in rows}
+            for sid in session_ids:
+                key = str(_uuid(sid))
+                if key not in found:
+                    raise NotFound(f"session {sid} not found")
+                if found[key] is not None and found[key] != operation_id:
+                    raise Locked(sid, found[key])
+            records = [await self.get(s, conn) for s in session_ids]
+            for r in records:
+                if r.status is SessionStatus.deleted and not allow_deleted:
+                    raise Conflict(f"session {r.id} is deleted; restore it first")
+            if same_vectors:
+                params = {(r.configuration.vector_size, r.configuration.distance) for r in records}
+                if len(params) > 1:
+                    raise Conflict(
+                        "sources have different vector parameters (vector_size, distance): "
+                        + ", ".join(
+                            f"{r.id}={r.configuration.vector_size}/{r.configuration.distance.value}"
+                            for r in records
+                        )
+                    )
+            await conn.execute(
+                "UPDATE sessions SET locked_by = $2 WHERE id = ANY($1::uuid[])", ids, operation_id
+            )
+        return records
+
+    async def unlock(self, operation_id: str, session_ids: Sequence[str]) -> None:
+        """Release what ``operation_id`` holds; safe when it holds nothing."""
+        await self.pool.execute(
+            "UPDATE sessions SET locked_by = NULL WHERE id = ANY($1::uuid[]) AND locked_by = $2",
+            [_uuid(s) for s in session_ids],
+            operation_id,
+        )
+
+    async def delete_held(self, operation_id: str, session_id: str) -> None:
+        """Delete a session only while ``operation_id`` holds it: the undo of a session the
+        operation created, and the last step of a permanent delete. Gone already is fine."""
+        await self.pool.execute(
+            "DELETE FROM sessions WHERE id = $1 AND locked_by = $2", _uuid(session_id), operation_id
+        )
+
+    async def finish_merge(
+        self,
+        operation_id: str,
+        target_id: str,
+        source_ids: Sequence[str],
+        *,
+        archive_sources: bool,
+        tags: list[str] | None,
+        point_count: int,
+        collisions: int,
+    ) -> SessionRecord:
+        """Give the merged session its sums and unions, archive the sources, release all.
+
+        One transaction, guarded by the lock: a retry after a commit changes nothing.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            holder = await conn.fetchval(
+                "SELECT locked_by FROM sessions WHERE id = $1 FOR UPDATE", _uuid(target_id)
+            )
+            if holder != operation_id:
+                return await self.get(target_id, conn)
+            sources = [await self.get(s, conn) for s in source_ids]
+
+            def union(lists: list[list[str]]) -> list[str]:
+                return list(dict.fromkeys(x for lst in lists for x in lst))
+
+            stats = [s.processing_stats for s in sources]
+            usage = [s.model_usage_history for s in sources]
+            last_times = [t.last_processing_time for t in stats if t.last_processing_time]
+            switches = [u.last_model_switch for u in usage if u.last_model_switch]
+            await conn.execute(
+                """UPDATE sessions SET
+                       urls_processed = $2, content_analyzed = $3, clusters_generated = $4,
+                       embeddings_created = $5, last_processing_time = $6,
+                       llm_models_used = $7, embedding_models_used = $8,
+                       model_switches = $9, last_model_switch = $10, tags = $11,
+                       metadata = metadata || $12::jsonb,
+                       locked_by = NULL, version = version + 1, updated_at = now()
+                   WHERE id = $1""",
+                _uuid(target_id),
+                sum(t.urls_processed for t in stats),
+                sum(t.content_analyzed for t in stats),
+                sum(t.clusters_generated for t in stats),
+                sum(t.embeddings_created for t in stats),
+                max(last_times, default=None),
+                union([u.llm_models_used for u in usage]),
+                union([u.embedding_models_used for u in usage]),
+                sum(u.model_switches for u in usage),
+                max(switches, default=None),
+                tags if tags is not None else union([s.tags for s in sources])[:50],
+                {
+                    "merged_from": list(source_ids),
+                    "merged_point_count": point_count,
+                    "merge_collisions": collisions,
+                },
+            )
+            await conn.execute(
+                """UPDATE sessions SET
+                       status = CASE WHEN $3 THEN 'archived' ELSE status END,
+                       version = version + 1, updated_at = CASE WHEN $3 THEN now()
+                                                            ELSE updated_at END,
+                       locked_by = NULL
+                   WHERE id = ANY($1::uuid[]) AND locked_by = $2""",
+                [_uuid(s) for s in source_ids],
+                operation_id,
+                archive_sources,
+            )
+            return await self.get(target_id, conn)
+
+    async def finish_split(
+        self,
+        operation_id: str,
+        source_id: str,
+        parts: Sequence[tuple[str, int]],
+        *,
+        removed_points: int,
+        archive_original: bool,
+    ) -> None:
+        """Set each part's counters, lower the source's, release all; retry-safe by the lock."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            for part_id, points in parts:
+                await conn.execute(
+                    """UPDATE sessions SET
+                           urls_processed = $3, content_analyzed = $3, embeddings_created = $3,
+                           metadata = metadata || jsonb_build_object('split_from', $4::text),
+                           locked_by = NULL, version = version + 1, updated_at = now()
+                       WHERE id = $1 AND locked_by = $2""",
+                    _uuid(part_id),
+                    operation_id,
+                    points,
+                    source_id,
+                )
+            await conn.execute(
+                """UPDATE sessions SET
+                       urls_processed = GREATEST(urls_processed - $3, 0),
+                       content_analyzed = GREATEST(content_analyzed - $3, 0),
+                       embeddings_created = GREATEST(embeddings_created - $3, 0),
+                       status = CASE WHEN $4 THEN 'archived' ELSE status END,
+                       locked_by = NULL, version = version + 1, updated_at = now()
+                   WHERE id = $1 AND locked_by = $2""",
+                _uuid(source_id),
+                operation_id,
+                removed_points,
+                archive_original,
+            )

@@ -172,6 +172,40 @@ class VectorStore:
 
         return await self._run(delete)
 
+    async def retrieve(
+        self, name: str, ids: Sequence[PointId], *, with_vectors: bool = True
+    ) -> list[StoredPoint]:
+        """The points of ``ids`` that exist, with payloads (and vectors)."""
+        records = await self._run(
+            self.client.retrieve, name, ids=list(ids), with_payload=True, with_vectors=with_vectors
+        )
+        return [
+            StoredPoint(
+                id=r.id if isinstance(r.id, int) else str(r.id),
+                vector=list(r.vector) if isinstance(r.vector, list) else None,  # type: ignore[arg-type]
+                payload=r.payload,
+            )
+            for r in records
+        ]
+
+    async def existing_ids(self, name: str, ids: Sequence[PointId]) -> set[PointId]:
+        def find() -> set[PointId]:
+            if not self.client.collection_exists(name):
+                return set()
+            found = self.client.retrieve(name, ids=list(ids), with_payload=False)
+            return {r.id if isinstance(r.id, int) else str(r.id) for r in found}
+
+        return await self._run(find)
+
+    async def delete_ids(self, name: str, ids: Sequence[PointId]) -> None:
+        """Delete ``ids`` from ``name`` (absent ids and collections are fine)."""
+
+        def delete() -> None:
+            if ids and self.client.collection_exists(name):
+                self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)))
+
+        await self._run(delete)
+
     async def ping(self) -> None:
         await self._run(self.client.get_collections)
 

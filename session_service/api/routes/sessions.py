@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
-from session_service.api.deps import CurrentActor, IdempotencyKey, Sessions
+from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep, Sessions
+from session_service.api.prefer import respond
 from session_service.errors import BadRequest, PreconditionFailed
 from session_service.models import (
     MAX_PAGE,
@@ -106,14 +108,18 @@ async def update_session(
 
 @router.delete("/{session_id}", response_model=DeleteResult)
 async def delete_session(
-    session_id: str, sessions: Sessions, actor: CurrentActor, permanent: bool = False
-) -> DeleteResult:
-    """Soft delete: status becomes ``deleted``; the collection is kept."""
+    session_id: str,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    permanent: bool = False,
+    prefer: Annotated[str | None, Header()] = None,
+) -> DeleteResult | JSONResponse:
+    """Soft delete (status ``deleted``, collection kept), or ``permanent=true``: an operation
+    that drops the collection and the row."""
     if permanent:
-        raise BadRequest(
-            "permanent deletion runs as an operation and is not available in this release"
-        )
-    await sessions.set_status(actor, session_id, SessionStatus.deleted)
+        started = await runtime.operations.start_delete(actor, session_id)
+        return await respond(runtime.operations, started, runtime.settings, prefer)
+    await runtime.sessions.set_status(actor, session_id, SessionStatus.deleted)
     return DeleteResult(message=f"Session {session_id} deleted", permanent=False)
 
 

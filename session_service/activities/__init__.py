@@ -1,0 +1,10 @@
+"""Thin, idempotent units of work: each a call or two into the stores.
+
+Activities are methods of classes that receive their clients, so the worker
+builds them once and a test can replace one method by name to inject a fault.
+"""
+
+from session_service.activities.points import PointSteps
+from session_service.activities.sessions import SessionSteps
+
+__all__ = ["PointSteps", "SessionSteps"]

@@ -1,0 +1,111 @@
+"""Qdrant steps: points move here in batches, never through workflow history.
+
+Long steps heartbeat a checkpoint after every batch and resume from it when
+retried, on this worker or another one.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from session_service.operation_types import (
+    CopyCheckpoint,
+    CopyIdsInput,
+    CopyIdsResult,
+    CopyInput,
+    CopyResult,
+    RemoveInput,
+    RemoveResult,
+)
+from session_service.stores.vector_store import VectorStore
+
+
+def _checkpoint() -> CopyCheckpoint | None:
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    return CopyCheckpoint.model_validate(details[0])
+
+
+def _batches(ids: list[int | str], size: int) -> list[list[int | str]]:
+    unique = list(dict.fromkeys(ids))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
+class PointSteps:
+    def __init__(self, vectors: VectorStore) -> None:
+        self.vectors = vectors
+
+    @activity.defn(name="count_points")
+    async def count_points(self, collection: str) -> int:
+        return await self.vectors.count(collection)
+
+    @activity.defn(name="copy_points")
+    async def copy_points(self, inp: CopyInput) -> CopyResult:
+        """Scroll ``source`` from ``offset`` and upsert into ``target``, up to ``max_batches``.
+
+        Upserts keep ids, so a batch repeated after a crash writes the same points again.
+        """
+        checkpoint = _checkpoint()
+        offset = checkpoint.offset if checkpoint else inp.offset
+        read = checkpoint.read if checkpoint else 0
+        resumed_from = read
+        for _ in range(inp.max_batches):
+            points, offset = await self.vectors.scroll(
+                inp.source, limit=inp.batch_size, offset=offset, with_vectors=True
+            )
+            if points:
+                await self.vectors.upsert(inp.target, points)
+            read += len(points)
+            activity.heartbeat(CopyCheckpoint(offset=offset, read=read))
+            if offset is None:
+                break
+        return CopyResult(read=read, next_offset=offset, resumed_from=resumed_from)
+
+    @activity.defn(name="copy_points_by_id")
+    async def copy_points_by_id(self, inp: CopyIdsInput) -> CopyIdsResult:
+        """Copy the listed points that exist in ``source``; count them."""
+        checkpoint = _checkpoint()
+        done = int(checkpoint.offset or 0) if checkpoint else 0
+        found = checkpoint.read if checkpoint else 0
+        batches = _batches(inp.ids, inp.batch_size)
+        for index in range(done, len(batches)):
+            points = await self.vectors.retrieve(inp.source, batches[index])
+            if points:
+                await self.vectors.upsert(inp.target, points)
+            found += len(points)
+            activity.heartbeat(CopyCheckpoint(offset=index + 1, read=found))
+        return CopyIdsResult(found=found)
+
+    @activity.defn(name="remove_points")
+    async def remove_points(self, inp: RemoveInput) -> RemoveResult:
+        """Remove from ``source`` the listed points that were copied somewhere.
+
+        The count comes from the copies, which don't change, so a batch repeated
+        after a crash counts the same again.
+        """
+        checkpoint = _checkpoint()
+        done = int(checkpoint.offset or 0) if checkpoint else 0
+        removed = checkpoint.read if checkpoint else 0
+        batches = _batches(inp.ids, inp.batch_size)
+        for index in range(done, len(batches)):
+            copied: set[int | str] = set()
+            for target in inp.copied_to:
+                copied |= await self.vectors.existing_ids(target, batches[index])
+            await self.vectors.delete_ids(inp.source, [i for i in batches[index] if i in copied])
+            removed += len(copied)
+            activity.heartbeat(CopyCheckpoint(offset=index + 1, read=removed))
+        return RemoveResult(removed=removed)
+
+    @activity.defn(name="drop_collection")
+    async def drop_collection(self, collection: str) -> None:
+        await self.vectors.drop_collection(collection)
+
+    def all(self) -> list[object]:
+        return [
+            self.count_points,
+            self.copy_points,
+            self.copy_points_by_id,
+            self.remove_points,
+            self.drop_collection,
+        ]

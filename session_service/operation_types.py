@@ -1,0 +1,234 @@
+"""Inputs and results of every workflow and activity: one model each, in one module.
+
+Kept apart from the HTTP models so that a field can be added (with a default)
+without breaking callers or the replay of running histories. Workflows carry
+ids and counts only, never points (DESIGN.md saga rule 5).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from session_service.models import SessionConfiguration
+
+PointId = int | str
+
+
+class OperationKind(StrEnum):
+    MERGE = "merge"
+    SPLIT = "split"
+    DELETE = "delete"
+    IMPORT = "import"
+    EXPORT = "export"
+    CLEANUP = "cleanup"
+
+
+class ErrorType(StrEnum):
+    """``ApplicationError.type`` of business refusals; the API maps each to an HTTP status."""
+
+    not_found = "NotFound"
+    conflict = "Conflict"
+    locked = "Locked"
+    invalid = "Invalid"
+
+
+ERROR_STATUS = {
+    ErrorType.not_found: 404,
+    ErrorType.conflict: 409,
+    ErrorType.locked: 409,
+    ErrorType.invalid: 422,
+}
+
+
+class StepOptions(BaseModel):
+    """How activities of one run are timed and sized; defaults suit production."""
+
+    batch_size: int = 1024
+    batches_per_call: int = 16
+    heartbeat_timeout_seconds: float = 30.0
+    start_to_close_seconds: float = 3600.0
+    maximum_attempts: int = 5
+
+    @property
+    def heartbeat_timeout(self) -> timedelta:
+        return timedelta(seconds=self.heartbeat_timeout_seconds)
+
+
+class Progress(BaseModel):
+    phase: str = "starting"
+    points_total: int = 0
+    points_done: int = 0
+    resumed_from_checkpoint: int = 0
+
+
+# Postgres steps
+
+
+class SessionSnapshot(BaseModel):
+    id: str
+    collection: str
+    vector_size: int
+    distance: str
+    status: str
+    owner_id: str | None = None
+
+
+class LockInput(BaseModel):
+    operation_id: str
+    session_ids: list[str]
+    same_vectors: bool = False
+    allow_deleted: bool = False
+
+
+class LockResult(BaseModel):
+    sessions: list[SessionSnapshot]
+
+
+class UnlockInput(BaseModel):
+    operation_id: str
+    session_ids: list[str]
+
+
+class NewSessionInput(BaseModel):
+    operation_id: str
+    session_id: str
+    name: str
+    description: str | None = None
+    owner_id: str | None = None
+    configuration: SessionConfiguration
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DiscardInput(BaseModel):
+    operation_id: str
+    session_id: str
+
+
+class FinishMergeInput(BaseModel):
+    operation_id: str
+    target_id: str
+    source_ids: list[str]
+    archive_sources: bool
+    tags: list[str] | None = None
+    point_count: int
+    collisions: int
+
+
+class SplitPartResult(BaseModel):
+    session_id: str
+    points: int
+
+
+class FinishSplitInput(BaseModel):
+    operation_id: str
+    source_id: str
+    parts: list[SplitPartResult]
+    removed_points: int
+    archive_original: bool
+
+
+class DeleteRowInput(BaseModel):
+    operation_id: str
+    session_id: str
+
+
+# Qdrant steps
+
+
+class CopyInput(BaseModel):
+    source: str
+    target: str
+    offset: PointId | None = None
+    batch_size: int
+    max_batches: int
+
+
+class CopyResult(BaseModel):
+    read: int
+    next_offset: PointId | None
+    resumed_from: int = 0
+
+
+class CopyCheckpoint(BaseModel):
+    """Heartbeat details of a copy: where to resume after a retry on any worker."""
+
+    offset: PointId | None
+    read: int
+    started: bool = True
+
+
+class CopyIdsInput(BaseModel):
+    source: str
+    target: str
+    ids: list[PointId]
+    batch_size: int
+
+
+class CopyIdsResult(BaseModel):
+    found: int
+
+
+class RemoveInput(BaseModel):
+    source: str
+    ids: list[PointId]
+    copied_to: list[str]
+    batch_size: int
+
+
+class RemoveResult(BaseModel):
+    removed: int
+
+
+# workflows
+
+
+class MergeInput(BaseModel):
+    source_ids: list[str]
+    target_id: str
+    target_name: str
+    target_description: str | None = None
+    owner_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    archive_sources: bool = True
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class SplitPart(BaseModel):
+    session_id: str
+    name: str
+    point_ids: list[PointId]
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitInput(BaseModel):
+    source_id: str
+    parts: list[SplitPart]
+    archive_original: bool = False
+    remove_points: bool = True
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class SplitResult(BaseModel):
+    new_sessions: list[str]
+    assigned_points: int
+    removed_points: int
+    skipped_points: int = 0
+    skipped_parts: int = 0
+
+
+class DeleteInput(BaseModel):
+    session_id: str
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class DeleteResult(BaseModel):
+    message: str
+    permanent: bool = True

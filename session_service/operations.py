@@ -1,0 +1,438 @@
+"""Operations: starting, awaiting, describing, listing and cancelling workflows.
+
+The operation id is the Temporal workflow id; Temporal is the only record of
+an operation (its status, search attributes, result or failure, progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from session_service.access import Actor
+from session_service.errors import Conflict, Locked, NotFound, Unprocessable
+from session_service.models import (
+    MergeRequest,
+    Operation,
+    OperationError,
+    OperationStatus,
+    Permission,
+    SessionModel,
+    SessionStatus,
+    SplitRequest,
+)
+from session_service.operation_types import (
+    DeleteInput,
+    DeleteResult,
+    MergeInput,
+    OperationKind,
+    Progress,
+    SplitInput,
+    SplitPart,
+    SplitResult,
+    StepOptions,
+)
+from session_service.sessions import SessionService, request_hash
+from session_service.settings import Settings
+
+SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
+OPERATION_KIND = SearchAttributeKey.for_keyword("OperationKind")
+OWNER_ID = SearchAttributeKey.for_keyword("OwnerId")
+
+WORKFLOWS = {
+    OperationKind.MERGE: ("MergeWorkflow", SessionModel),
+    OperationKind.SPLIT: ("SplitWorkflow", SplitResult),
+    OperationKind.DELETE: ("DeleteWorkflow", DeleteResult),
+}
+_STATUS = {
+    WorkflowExecutionStatus.RUNNING: OperationStatus.running,
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: OperationStatus.running,
+    WorkflowExecutionStatus.COMPLETED: OperationStatus.succeeded,
+    WorkflowExecutionStatus.CANCELED: OperationStatus.cancelled,
+}
+_STATUS_QUERY = {
+    OperationStatus.running: "ExecutionStatus = 'Running'",
+    OperationStatus.succeeded: "ExecutionStatus = 'Completed'",
+    OperationStatus.failed: "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
+    OperationStatus.cancelled: "ExecutionStatus = 'Canceled'",
+}
+
+
+class OperationFailed(Exception):
+    """An awaited operation ended without a result; carries what the API should answer."""
+
+    def __init__(self, operation_id: str, status: OperationStatus, error: OperationError) -> None:
+        super().__init__(error.message)
+        self.operation_id = operation_id
+        self.status = status
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Started:
+    operation_id: str
+    kind: OperationKind
+    handle: WorkflowHandle[Any, Any]
+
+
+def _error_of(exc: BaseException) -> OperationError:
+    """The first typed ApplicationError in the cause chain, else the outermost message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApplicationError) and seen.type:
+            return OperationError(type=seen.type, message=seen.message)
+        if isinstance(seen, CancelledError):
+            return OperationError(type="Cancelled", message="the operation was cancelled")
+        seen = seen.__cause__ or getattr(seen, "cause", None)
+    message = exc.message if isinstance(exc, FailureError) else str(exc)
+    return OperationError(type="Internal", message=message)
+
+
+class OperationService:
+    def __init__(self, client: Client, settings: Settings, sessions: SessionService) -> None:
+        self.client = client
+        self.settings = settings
+        self.sessions = sessions
+
+    def options(self) -> StepOptions:
+        s = self.settings
+        return StepOptions(
+            batch_size=s.op_batch_size,
+            batches_per_call=s.op_batches_per_call,
+            heartbeat_timeout_seconds=s.op_heartbeat_timeout_seconds,
+            maximum_attempts=s.op_maximum_attempts,
+        )
+
+    # starting
+
+    async def _start(
+        self,
+        kind: OperationKind,
+        arg: BaseModel,
+        *,
+        session_ids: list[str],
+        owner_id: str | None,
+        summary: str,
+        workflow_id: str,
+        conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+    ) -> Started:
+        name, _ = WORKFLOWS[kind]
+        pairs: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(SESSION_IDS, session_ids),
+            SearchAttributePair(OPERATION_KIND, kind.value),
+        ]
+        if owner_id:
+            pairs.append(SearchAttributePair(OWNER_ID, owner_id))
+        try:
+            handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
+                name,
+                arg,
+                id=workflow_id,
+                task_queue=self.settings.temporal_task_queue,
+                search_attributes=TypedSearchAttributes(pairs),
+                static_summary=summary,
+                id_conflict_policy=conflict,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:  # the same id already ran: that is the operation
+            handle = self.client.get_workflow_handle(workflow_id)
+        return Started(workflow_id, kind, handle)
+
+    async def _existing(
+        self, kind: OperationKind, actor: Actor, key: str | None, body: Any
+    ) -> tuple[str, str | None]:
+        """The workflow id to use: a fresh one, or the one an Idempotency-Key already names."""
+        if key is None:
+            return f"{kind.value}-{uuid.uuid4().hex}", None
+        digest = request_hash(body, actor)
+        scope = f"op:{kind.value}"
+        found = await self.sessions.repo.find_idempotency_key(scope, key)
+        if found is not None:
+            if found[0] != digest:
+                raise Unprocessable(
+                    f"Idempotency-Key {key!r} was already used with a different request; "
+                    "use a new key for a new request"
+                )
+            return found[1], digest
+        hashed = hashlib.sha256(f"{actor.user_id}\0{key}".encode()).hexdigest()[:32]
+        return f"{kind.value}-{hashed}", digest
+
+    async def _claim(
+        self,
+        kind: OperationKind,
+        actor: Actor,
+        key: str | None,
+        digest: str | None,
+        workflow_id: str,
+    ) -> str:
+        if key is None or digest is None:
+            return workflow_id
+        return await self.sessions.repo.claim_key(f"op:{kind.value}", key, digest, workflow_id)
+
+    async def start_merge(self, actor: Actor, body: MergeRequest, key: str | None) -> Started:
+        kind = OperationKind.MERGE
+        workflow_id, digest = await self._existing(kind, actor, key, body.model_dump(mode="json"))
+        if digest is not None and await self._known(workflow_id):
+            return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
+        ids = list(dict.fromkeys(body.source_session_ids))
+        if len(ids) < 2:
+            raise Unprocessable("source_session_ids must name at least two different sessions")
+        sources = [await self.sessions.load(actor, sid, Permission.write) for sid in ids]
+        for s in sources:
+            if s.locked_by is not None:
+                raise Locked(s.id, s.locked_by)
+            if s.status is SessionStatus.deleted:
+                raise Conflict(f"session {s.id} is deleted; restore it before merging")
+        params = {(s.configuration.vector_size, s.configuration.distance) for s in sources}
+        if len(params) > 1:
+            raise Conflict(
+                "sources must share vector parameters; they have "
+                + ", ".join(
+                    f"{s.id}: {s.configuration.vector_size}/{s.configuration.distance.value}"
+                    for s in sources
+                )
+            )
+        owner = actor.user_id or body.owner_id or sources[0].owner_id
+        name = body.target_name or f"Merged: {', '.join(s.name for s in sources)}"[:200]
+        target_id = str(uuid.uuid4())
+        workflow_id = await self._claim(kind, actor, key, digest, workflow_id)
+        arg = MergeInput(
+            source_ids=[s.id for s in sources],
+            target_id=target_id,
+            target_name=name,
+            target_description=body.target_description,
+            owner_id=owner,
+            tags=body.tags,
+            metadata=body.metadata,
+            archive_sources=body.archive_sources,
+            options=self.options(),
+        )
+        return await self._start(
+            kind,
+            arg,
+            session_ids=[*arg.source_ids, target_id],
+            owner_id=owner,
+            summary=f"merge {len(ids)} sessions into {name!r}",
+            workflow_id=workflow_id,
+        )
+
+    async def start_split(
+        self, actor: Actor, session_id: str, body: SplitRequest, key: str | None
+    ) -> Started:
+        kind = OperationKind.SPLIT
+        workflow_id, digest = await self._existing(
+            kind, actor, key, [session_id, body.model_dump(mode="json")]
+        )
+        if digest is not None and await self._known(workflow_id):
+            return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
+        source = await self.sessions.load(actor, session_id, Permission.admin)
+        if source.locked_by is not None:
+            raise Locked(source.id, source.locked_by)
+        if source.status is SessionStatus.deleted:
+            raise Conflict(f"session {source.id} is deleted; restore it before splitting")
+        workflow_id = await self._claim(kind, actor, key, digest, workflow_id)
+        parts = [
+            SplitPart(
+                session_id=str(uuid.uuid4()),
+                name=p.name,
+                point_ids=p.point_ids,
+                description=p.description,
+                tags=p.tags,
+                metadata=p.metadata,
+            )
+            for p in body.parts
+        ]
+        arg = SplitInput(
+            source_id=source.id,
+            parts=parts,
+            archive_original=body.archive_original,
+            remove_points=body.remove_points,
+            options=self.options(),
+        )
+        return await self._start(
+            kind,
+            arg,
+            session_ids=[source.id, *(p.session_id for p in parts)],
+            owner_id=source.owner_id,
+            summary=f"split {source.name!r} into {len(parts)} parts",
+            workflow_id=workflow_id,
+        )
+
+    async def start_delete(self, actor: Actor, session_id: str) -> Started:
+        """One delete per session at a time: the workflow id is derived from the session."""
+        session = await self.sessions.load(actor, session_id, Permission.admin)
+        workflow_id = f"delete-{uuid.UUID(session.id).hex}"
+        if session.locked_by is not None and session.locked_by != workflow_id:
+            raise Locked(session.id, session.locked_by)
+        return await self._start(
+            OperationKind.DELETE,
+            DeleteInput(session_id=session.id, options=self.options()),
+            session_ids=[session.id],
+            owner_id=session.owner_id,
+            summary=f"permanently delete {session.name!r}",
+            workflow_id=workflow_id,
+        )
+
+    async def _known(self, workflow_id: str) -> bool:
+        try:
+            await self.client.get_workflow_handle(workflow_id).describe()
+            return True
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+    # awaiting
+
+    async def wait(self, started: Started, seconds: float) -> Any | None:
+        """The final body if the operation ends within ``seconds``; None if still running.
+
+        Raises OperationFailed when it ended without a result.
+        """
+        _, result_type = WORKFLOWS[started.kind]
+        handle = self.client.get_workflow_handle(started.operation_id, result_type=result_type)
+        if seconds <= 0:
+            return None
+        try:
+            result = await asyncio.wait_for(handle.result(), timeout=seconds)
+        except TimeoutError:
+            return None
+        except WorkflowFailureError as exc:
+            status = (
+                OperationStatus.cancelled
+                if isinstance(exc.cause, CancelledError)
+                else OperationStatus.failed
+            )
+            raise OperationFailed(started.operation_id, status, _error_of(exc)) from exc
+        return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+    # reading
+
+    def _kind_of(self, workflow_type: str) -> OperationKind | None:
+        for kind, (name, _) in WORKFLOWS.items():
+            if name == workflow_type:
+                return kind
+        return None
+
+    async def get(self, operation_id: str) -> Operation:
+        handle = self.client.get_workflow_handle(operation_id)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise NotFound(f"operation {operation_id} not found") from exc
+            raise
+        kind = self._kind_of(desc.workflow_type)
+        if kind is None:
+            raise NotFound(f"operation {operation_id} not found")
+        _, result_type = WORKFLOWS[kind]
+        status = _STATUS.get(desc.status or WorkflowExecutionStatus.RUNNING, OperationStatus.failed)
+        result: Any = None
+        error: OperationError | None = None
+        if status is OperationStatus.succeeded:
+            value = await self.client.get_workflow_handle(
+                operation_id, result_type=result_type
+            ).result()
+            result = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        elif status is not OperationStatus.running:
+            try:
+                await handle.result()
+            except WorkflowFailureError as exc:
+                error = _error_of(exc)
+            except Exception as exc:  # terminated or timed out: no failure to read
+                error = OperationError(type="Internal", message=str(exc))
+        progress = await self._progress(handle, status)
+        attrs = desc.typed_search_attributes
+        ui = self.settings.temporal_ui_url.rstrip("/")
+        ns = self.settings.temporal_namespace
+        return Operation(
+            id=operation_id,
+            kind=kind.value,
+            status=status,
+            done=status is not OperationStatus.running,
+            session_ids=list(attrs.get(SESSION_IDS) or []),
+            progress=progress,
+            result=result,
+            error=error,
+            created_at=desc.start_time,
+            finished_at=desc.close_time,
+            summary=await desc.static_summary(),
+            links={
+                "self": f"/operations/{operation_id}",
+                "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
+            },
+        )
+
+    async def _progress(
+        self, handle: WorkflowHandle[Any, Any], status: OperationStatus
+    ) -> dict[str, Any] | None:
+        try:
+            value = await asyncio.wait_for(
+                handle.query("progress", result_type=Progress), timeout=5
+            )
+        except Exception:  # noqa: BLE001 - no worker to answer: progress is optional
+            return {"phase": status.value}
+        dump: dict[str, Any] = value.model_dump(mode="json")
+        return dump
+
+    async def list(
+        self,
+        *,
+        session_id: str | None,
+        kind: OperationKind | None,
+        status: OperationStatus | None,
+        limit: int,
+    ) -> list[Operation]:
+        names = ", ".join(f"'{n}'" for n, _ in WORKFLOWS.values())
+        clauses = [f"WorkflowType IN ({names})"]
+        if session_id is not None:
+            try:
+                clauses.append(f"SessionIds = '{uuid.UUID(session_id)}'")
+            except ValueError:
+                return []
+        if kind is not None:
+            clauses.append(f"OperationKind = '{kind.value}'")
+        if status is not None:
+            clauses.append(_STATUS_QUERY[status])
+        query = " AND ".join(clauses)
+        ids: list[tuple[Any, str]] = []
+        async for wf in self.client.list_workflows(query, limit=limit):
+            ids.append((wf.start_time, wf.id))
+        ids.sort(reverse=True)
+        return [await self.get(i) for _, i in ids[:limit]]
+
+    async def cancel(self, operation_id: str) -> Operation:
+        op = await self.get(operation_id)
+        if op.done:
+            raise Conflict(f"operation {operation_id} already ended ({op.status.value})")
+        await self.client.get_workflow_handle(operation_id).cancel()
+        return op
+
+
+__all__ = ["OperationFailed", "OperationService", "Started", "timedelta"]

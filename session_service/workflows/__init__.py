@@ -1,0 +1,9 @@
+"""One module per operation. Deterministic orchestration only: no I/O, no clocks, no random."""
+
+from session_service.workflows.delete import DeleteWorkflow
+from session_service.workflows.merge import MergeWorkflow
+from session_service.workflows.split import SplitWorkflow
+
+ALL_WORKFLOWS: list[type] = [MergeWorkflow, SplitWorkflow, DeleteWorkflow]
+
+__all__ = ["ALL_WORKFLOWS", "DeleteWorkflow", "MergeWorkflow", "SplitWorkflow"]

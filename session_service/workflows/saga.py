@@ -1,0 +1,143 @@
+"""The compensation stack and activity calls shared by every workflow.
+
+Rules (DESIGN.md): push the undo before its step; on failure or cancellation
+run the undos in reverse, shielded from cancellation and retried until done;
+past the irreversible step, only go forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from session_service.operation_types import ERROR_STATUS, ErrorType, Progress, StepOptions
+
+T = TypeVar("T")
+
+BUSINESS_ERRORS = [e.value for e in ERROR_STATUS]
+QUICK = timedelta(seconds=60)
+
+
+def forward_policy(options: StepOptions) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=options.maximum_attempts,
+        non_retryable_error_types=BUSINESS_ERRORS,
+    )
+
+
+# Undos and steps past the point of no return retry until they succeed.
+UNTIL_DONE = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=0,
+)
+
+
+class Saga:
+    """Calls activities by name, keeps the undo stack and the operation's progress."""
+
+    def __init__(self, options: StepOptions) -> None:
+        self.options = options
+        self.progress = Progress()
+        self._undo: list[tuple[str, Any]] = []
+
+    # progress
+
+    def phase(self, phase: str) -> None:
+        self.progress.phase = phase
+        self.report()
+
+    def report(self) -> None:
+        p = self.progress
+        detail = p.phase
+        if p.points_total:
+            detail += f": {p.points_done}/{p.points_total} points"
+        workflow.set_current_details(detail)
+
+    # steps
+
+    async def step(
+        self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
+    ) -> T:
+        """A forward step with a bounded retry policy; long ones heartbeat."""
+        result: T = await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=(
+                timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
+            ),
+            heartbeat_timeout=self.options.heartbeat_timeout if long else None,
+            retry_policy=forward_policy(self.options),
+        )
+        return result
+
+    async def final_step(
+        self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
+    ) -> T:
+        """A step past the point of no return: retried until done, deaf to cancellation."""
+        handle = workflow.start_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=(
+                timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
+            ),
+            heartbeat_timeout=self.options.heartbeat_timeout if long else None,
+            retry_policy=UNTIL_DONE,
+        )
+        while True:
+            try:
+                result: T = await asyncio.shield(handle)
+                return result
+            except asyncio.CancelledError:
+                workflow.logger.info("cancel requested past the point of no return; finishing")
+
+    # compensation
+
+    def push(self, name: str, arg: Any) -> None:
+        self._undo.append((name, arg))
+
+    def pop(self) -> tuple[str, Any]:
+        return self._undo.pop()
+
+    def commit(self) -> None:
+        """The point of no return: nothing before it will be undone any more."""
+        self._undo.clear()
+
+    async def undo_one(self, name: str, arg: Any) -> None:
+        await self.final_step(name, arg, long=True)
+
+    async def compensate(self, cause: BaseException) -> None:
+        self.phase("undoing")
+        while self._undo:
+            name, arg = self._undo.pop()
+            try:
+                await self.undo_one(name, arg)
+            except BaseException as exc:
+                raise ApplicationError(
+                    f"compensation {name} failed after {type(cause).__name__}: {exc}",
+                    type="CompensationFailed",
+                    non_retryable=True,
+                ) from exc
+
+
+def refusal(err: BaseException) -> BaseException:
+    """The error the workflow should end with: a business refusal keeps its type."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type in BUSINESS_ERRORS:
+        return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
+    return err
+
+
+__all__ = ["ErrorType", "Saga", "refusal"]
