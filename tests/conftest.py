@@ -117,3 +117,63 @@ class Factory:
 @pytest.fixture
 def make(client: httpx.AsyncClient) -> Factory:
     return Factory(client)
+
+
+# operations: a worker on the shared runtime, and isolated stacks for fault injection
+
+
+@pytest.fixture(scope="session")
+async def worker(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    from session_service.worker import build_worker
+
+    w = build_worker(runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors)
+    async with w:
+        yield
+
+
+class OpsStack:
+    """An app on a task queue of its own, so a test can run its own (faulty) workers."""
+
+    def __init__(self, runtime: Runtime, client: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.make = Factory(client)
+
+    def worker(self, *overrides: Any) -> Any:
+        from session_service.worker import build_worker
+
+        rt = self.runtime
+        return build_worker(
+            rt.temporal, rt.settings.temporal_task_queue, rt.repo, rt.vectors, overrides=overrides
+        )
+
+    async def wait(self, op_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            op = (await self.client.get(f"/operations/{op_id}")).json()
+            if op["status"] in statuses:
+                return dict(op)
+            assert asyncio.get_running_loop().time() < deadline, op
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def ops_stack(settings: Settings, runtime: Runtime) -> AsyncIterator[OpsStack]:
+    own = settings.model_copy(
+        update={
+            "temporal_task_queue": f"test-{uuid.uuid4().hex[:8]}",
+            "op_batch_size": 10,
+            "op_batches_per_call": 2,
+            "op_heartbeat_timeout_seconds": 2.0,
+            "op_maximum_attempts": 2,
+        }
+    )
+    rt = Runtime(
+        settings=own, pool=runtime.pool, vectors=runtime.vectors, temporal=runtime.temporal
+    )
+    app = create_app(own, rt)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as c:
+        yield OpsStack(rt, c)

@@ -115,6 +115,12 @@ class VectorStore:
 
         return await self._run(info)
 
+    async def collection_names(self) -> set[str]:
+        def names() -> set[str]:
+            return {c.name for c in self.client.get_collections().collections}
+
+        return await self._run(names)
+
     async def count(self, name: str) -> int:
         def count() -> int:
             if not self.client.collection_exists(name):
