@@ -30,12 +30,13 @@ class DevStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90) -> float:
+    def start(self, timeout: float = 90, **env_extra: str) -> float:
         env = {
             k: v
             for k, v in os.environ.items()
             if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "QDRANT_URL", "SESSION_API_KEYS")
         }
+        env.update(env_extra)
         started = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -144,3 +145,64 @@ def test_sigterm_stops_everything_in_order(stack: DevStack) -> None:
     assert wait_gone(procs, timeout=10) == []
     assert "stopped" in stack.log.read_text()
     assert not (stack.data_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevStack) -> None:
+    fast_retry = {"OP_HEARTBEAT_TIMEOUT_SECONDS": "5"}
+    stack.start(**fast_retry)
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        ids = []
+        for lo in (0, 5000):  # 10,000 points each, 5,000 shared
+            s = c.post(
+                "/sessions", json={"name": f"src-{lo}", "configuration": {"vector_size": 8}}
+            ).json()
+            ids.append(s["id"])
+            for start in range(lo, lo + 10_000, 1000):
+                pts = [
+                    {"id": i, "vector": [float(i % 13)] * 8, "payload": {"src": lo}}
+                    for i in range(start, start + 1000)
+                ]
+                assert c.put(f"/sessions/{s['id']}/points", json={"points": pts}).status_code == 200
+        r = c.post(
+            "/sessions/merge", json={"source_session_ids": ids}, headers={"Prefer": "respond-async"}
+        )
+        assert r.status_code == 202
+        op_id = r.json()["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            progress = c.get(f"/operations/{op_id}").json()["progress"]
+            if progress["points_done"] >= 2048:
+                break
+            assert time.monotonic() < deadline, progress
+            time.sleep(0.05)
+    assert progress["points_done"] < 20_000, "merge finished before the kill: make it bigger"
+    procs = stack.tree()
+    stack.kill_group(signal.SIGKILL)
+    assert wait_gone(procs) == []
+
+    stack.start(**fast_retry)
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
+        deadline = time.monotonic() + 240
+        while (op := c.get(f"/operations/{op_id}").json())["status"] == "running":
+            assert time.monotonic() < deadline, op
+            time.sleep(0.5)
+        assert op["status"] == "succeeded", op
+        merged = op["result"]
+        assert merged["metadata"]["merged_point_count"] == 15_000
+        assert merged["metadata"]["merge_collisions"] == 5_000
+        seen: list[int] = []
+        offset = None
+        while True:
+            params: dict[str, object] = {"limit": 1000}
+            if offset is not None:
+                params["offset"] = offset
+            page = c.get(f"/sessions/{merged['id']}/points", params=params).json()
+            seen += [p["id"] for p in page["points"]]
+            offset = page["next_offset"]
+            if offset is None:
+                break
+        assert sorted(seen) == list(range(15_000))  # no duplicate, no missing point
+        for sid in ids:
+            src = c.get(f"/sessions/{sid}").json()
+            assert src["status"] == "archived"
+            assert c.get(f"/sessions/{sid}/collection").json()["points_count"] == 10_000
