@@ -67,9 +67,12 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
 
 async def _work(settings: Settings) -> None:
     from session_service.runtime import Runtime
-    from session_service.worker import build_worker
+    from session_service.worker import build_worker, ensure_search_attributes
 
     runtime = await Runtime.open(settings, run_migrations=False)
+    added = await ensure_search_attributes(runtime.temporal, settings.temporal_namespace)
+    if added:
+        log.info("registered search attributes %s", ", ".join(added))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,9 +9,41 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from session_service.activities import PointSteps, SessionSteps
+from session_service.embedded import SEARCH_ATTRIBUTES
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register SessionIds, OperationKind and OwnerId on a cluster that lacks them.
+
+    The dev server gets them from its command line; a production cluster gets them
+    from the first worker that starts. Returns the names it added.
+    """
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    kinds = {
+        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    }
+    have = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: kinds[kind]
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in have.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
 
 
 def activities(repo: SessionRepository, vectors: VectorStore) -> list[Callable[..., Any]]:

@@ -518,3 +518,16 @@ async def test_histories_replay_without_nondeterminism(
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     for history in histories:
         await replayer.replay_workflow(history)
+
+
+async def test_worker_registers_missing_search_attributes(runtime: Runtime) -> None:
+    from temporalio.api.operatorservice.v1 import RemoveSearchAttributesRequest
+
+    from session_service.worker import ensure_search_attributes
+
+    assert await ensure_search_attributes(runtime.temporal, "default") == []
+    await runtime.temporal.operator_service.remove_search_attributes(
+        RemoveSearchAttributesRequest(namespace="default", search_attributes=["OwnerId"])
+    )
+    assert await ensure_search_attributes(runtime.temporal, "default") == ["OwnerId"]
+    assert await ensure_search_attributes(runtime.temporal, "default") == []
