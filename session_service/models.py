@@ -364,4 +364,5 @@ class Operation(BaseModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     summary: str | None = None
+    owner_id: str | None = None
     links: dict[str, str]

@@ -36,7 +36,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from session_service.access import Actor
-from session_service.errors import Conflict, Locked, NotFound, Unprocessable
+from session_service.errors import Conflict, Forbidden, Locked, NotFound, Unprocessable
 from session_service.models import (
     MergeRequest,
     Operation,
@@ -140,7 +140,7 @@ class OperationService:
         owner_id: str | None,
         summary: str,
         workflow_id: str,
-        conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+        reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE,
     ) -> Started:
         name, _ = WORKFLOWS[kind]
         pairs: list[SearchAttributePair[Any]] = [
@@ -157,8 +157,8 @@ class OperationService:
                 task_queue=self.settings.temporal_task_queue,
                 search_attributes=TypedSearchAttributes(pairs),
                 static_summary=summary,
-                id_conflict_policy=conflict,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=reuse,
             )
         except WorkflowAlreadyStartedError:  # the same id already ran: that is the operation
             handle = self.client.get_workflow_handle(workflow_id)
@@ -297,6 +297,8 @@ class OperationService:
             owner_id=session.owner_id,
             summary=f"permanently delete {session.name!r}",
             workflow_id=workflow_id,
+            # a failed or cancelled delete may be asked again; a finished one left no session
+            reuse=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         )
 
     async def _known(self, workflow_id: str) -> bool:
@@ -383,6 +385,7 @@ class OperationService:
             created_at=desc.start_time,
             finished_at=desc.close_time,
             summary=await desc.static_summary(),
+            owner_id=attrs.get(OWNER_ID),
             links={
                 "self": f"/operations/{operation_id}",
                 "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
@@ -400,6 +403,25 @@ class OperationService:
             return {"phase": status.value}
         dump: dict[str, Any] = value.model_dump(mode="json")
         return dump
+
+    async def visible(self, actor: Actor, op: Operation) -> bool:
+        """A user sees an operation they started for themselves, or one on a session they
+        can read; trusted services see all."""
+        if actor.trusted or (op.owner_id is not None and op.owner_id == actor.user_id):
+            return True
+        for sid in op.session_ids:
+            try:
+                await self.sessions.load(actor, sid, Permission.read)
+                return True
+            except (NotFound, Forbidden):
+                continue
+        return False
+
+    async def get_for(self, actor: Actor, operation_id: str) -> Operation:
+        op = await self.get(operation_id)
+        if not await self.visible(actor, op):
+            raise NotFound(f"operation {operation_id} not found")
+        return op
 
     async def list(
         self,
@@ -427,8 +449,10 @@ class OperationService:
         ids.sort(reverse=True)
         return [await self.get(i) for _, i in ids[:limit]]
 
-    async def cancel(self, operation_id: str) -> Operation:
-        op = await self.get(operation_id)
+    async def cancel(self, actor: Actor, operation_id: str) -> Operation:
+        op = await self.get_for(actor, operation_id)
+        if not actor.trusted and op.owner_id != actor.user_id:
+            raise Forbidden(f"only {op.owner_id!r} or a trusted service may cancel {operation_id}")
         if op.done:
             raise Conflict(f"operation {operation_id} already ended ({op.status.value})")
         await self.client.get_workflow_handle(operation_id).cancel()

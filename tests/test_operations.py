@@ -531,3 +531,33 @@ async def test_worker_registers_missing_search_attributes(runtime: Runtime) -> N
     )
     assert await ensure_search_attributes(runtime.temporal, "default") == ["OwnerId"]
     assert await ensure_search_attributes(runtime.temporal, "default") == []
+
+
+async def test_operations_follow_session_access(client: httpx.AsyncClient, make: Factory) -> None:
+    alice, bob = make.user(), make.user()
+    as_alice, as_bob = {"X-User-Id": alice}, {"X-User-Id": bob}
+    a = await seeded(make, [1], tag="a", owner=alice)
+    b = await seeded(make, [2], tag="b", owner=alice)
+    r = await client.post(
+        "/sessions/merge", json={"source_session_ids": [a["id"], b["id"]]}, headers=as_alice
+    )
+    assert r.status_code == 200
+    assert r.json()["owner_id"] == alice
+    op_id = r.headers["Operation-Id"]
+    assert (await client.get(f"/operations/{op_id}", headers=as_alice)).json()["owner_id"] == alice
+    assert (await client.get(f"/operations/{op_id}", headers=as_bob)).status_code == 404
+    listed = await client.get("/operations", params={"session_id": a["id"]}, headers=as_bob)
+    assert listed.json() == []
+    # bob may not merge what he can't write
+    r = await client.post(
+        "/sessions/merge", json={"source_session_ids": [a["id"], b["id"]]}, headers=as_bob
+    )
+    assert r.status_code == 404
+    await client.post(f"/sessions/{a['id']}/share", json={"user_ids": [bob]})
+    assert (await client.get(f"/operations/{op_id}", headers=as_bob)).status_code == 200
+    r = await client.post(
+        f"/sessions/{a['id']}/split",
+        headers=as_bob,
+        json={"parts": [{"name": "p", "point_ids": [1]}]},
+    )
+    assert r.status_code == 403

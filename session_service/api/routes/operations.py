@@ -51,26 +51,30 @@ async def split_session(
 
 
 @router.get("/operations/{operation_id}", response_model=Operation)
-async def get_operation(operation_id: str, runtime: RuntimeDep) -> Operation:
+async def get_operation(operation_id: str, runtime: RuntimeDep, actor: CurrentActor) -> Operation:
     """An operation: status, live progress, result or error."""
-    return await runtime.operations.get(operation_id)
+    return await runtime.operations.get_for(actor, operation_id)
 
 
 @router.get("/operations", response_model=list[Operation])
 async def list_operations(
     runtime: RuntimeDep,
+    actor: CurrentActor,
     session_id: str | None = None,
     kind: OperationKind | None = None,
     status: OperationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[Operation]:
     """Operations, newest first, filtered by session, kind and status."""
-    return await runtime.operations.list(
+    ops = await runtime.operations.list(
         session_id=session_id, kind=kind, status=status, limit=limit
     )
+    return [op for op in ops if await runtime.operations.visible(actor, op)]
 
 
 @router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Operation)
-async def cancel_operation(operation_id: str, runtime: RuntimeDep) -> Operation:
+async def cancel_operation(
+    operation_id: str, runtime: RuntimeDep, actor: CurrentActor
+) -> Operation:
     """Ask a running operation to undo what it did and end ``cancelled``."""
-    return await runtime.operations.cancel(operation_id)
+    return await runtime.operations.cancel(actor, operation_id)
