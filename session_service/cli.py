@@ -44,10 +44,13 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     sharing the one Qdrant client that local mode allows."""
     from session_service.api.app import create_app
     from session_service.runtime import Runtime
-    from session_service.worker import build_worker
+    from session_service.worker import build_worker, prepare
 
     runtime = await Runtime.open(settings)
     try:
+        if with_worker:
+            for made in await prepare(runtime.temporal, settings, runtime.repo):
+                log.info("created %s", made)
         app = create_app(settings, runtime)
         config = uvicorn.Config(
             app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
@@ -67,12 +70,11 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
 
 async def _work(settings: Settings) -> None:
     from session_service.runtime import Runtime
-    from session_service.worker import build_worker, ensure_search_attributes
+    from session_service.worker import build_worker, prepare
 
     runtime = await Runtime.open(settings, run_migrations=False)
-    added = await ensure_search_attributes(runtime.temporal, settings.temporal_namespace)
-    if added:
-        log.info("registered search attributes %s", ", ".join(added))
+    for made in await prepare(runtime.temporal, settings, runtime.repo):
+        log.info("created %s", made)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,7 @@ ids and counts only, never points (DESIGN.md saga rule 5).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -63,6 +63,7 @@ class Progress(BaseModel):
     points_total: int = 0
     points_done: int = 0
     resumed_from_checkpoint: int = 0
+    sessions_done: int = 0
 
 
 # Postgres steps
@@ -232,3 +233,72 @@ class DeleteInput(BaseModel):
 class DeleteResult(BaseModel):
     message: str
     permanent: bool = True
+
+
+# retention (scheduled sweeps and POST /sessions/cleanup)
+
+
+class RetentionRules(BaseModel):
+    max_age_days: int | None = None
+    max_sessions_per_user: int | None = None
+    auto_archive_inactive_days: int | None = 30
+    auto_delete_archived_days: int | None = 90
+
+
+class RetentionTotals(BaseModel):
+    processed: int = 0
+    archived: int = 0
+    deleted: int = 0
+    skipped_locked: int = 0
+    failed: int = 0
+    archived_ids: list[str] = Field(default_factory=list)
+    deleted_ids: list[str] = Field(default_factory=list)
+    failures: list[dict[str, str]] = Field(default_factory=list)
+
+
+class RetentionInput(BaseModel):
+    """A sweep's state: the same model starts it and carries it across continue-as-new."""
+
+    rules: RetentionRules | None = None  # None: read the stored policy (scheduled runs)
+    dry_run: bool = False
+    now: datetime | None = None
+    phase: str = "archive"
+    after_id: str | None = None
+    totals: RetentionTotals = Field(default_factory=RetentionTotals)
+    page_size: int = 500
+    pages_per_run: int = 10
+    delete_concurrency: int = 4
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class EvaluateInput(BaseModel):
+    operation_id: str
+    rules: RetentionRules
+    now: datetime
+    after_id: str | None
+    page_size: int
+
+
+class EvaluateResult(BaseModel):
+    processed: int
+    last_id: str | None
+    archive: list[str] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+    locked_archive: list[str] = Field(default_factory=list)
+    locked_delete: list[str] = Field(default_factory=list)
+
+
+class ArchiveInput(BaseModel):
+    operation_id: str
+    session_ids: list[str]
+
+
+class PolicyLoad(BaseModel):
+    rules: RetentionRules
+    enabled: bool
+
+
+class RetentionResult(BaseModel):
+    message: str
+    cleanup_stats: dict[str, Any]
+    policy_applied: dict[str, Any]

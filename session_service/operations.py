@@ -53,6 +53,7 @@ from session_service.operation_types import (
     MergeInput,
     OperationKind,
     Progress,
+    RetentionResult,
     SplitInput,
     SplitPart,
     SplitResult,
@@ -69,6 +70,7 @@ WORKFLOWS = {
     OperationKind.MERGE: ("MergeWorkflow", SessionModel),
     OperationKind.SPLIT: ("SplitWorkflow", SplitResult),
     OperationKind.DELETE: ("DeleteWorkflow", DeleteResult),
+    OperationKind.CLEANUP: ("RetentionWorkflow", RetentionResult),
 }
 _STATUS = {
     WorkflowExecutionStatus.RUNNING: OperationStatus.running,
@@ -194,6 +196,30 @@ class OperationService:
         if key is None or digest is None:
             return workflow_id
         return await self.sessions.repo.claim_key(f"op:{kind.value}", key, digest, workflow_id)
+
+    async def start_keyed(
+        self,
+        kind: OperationKind,
+        actor: Actor,
+        key: str | None,
+        body: Any,
+        arg: BaseModel,
+        *,
+        session_ids: list[str],
+        owner_id: str | None,
+        summary: str,
+    ) -> Started:
+        """Start an operation that needs no checks up front, honouring an Idempotency-Key."""
+        workflow_id, digest = await self._existing(kind, actor, key, body)
+        workflow_id = await self._claim(kind, actor, key, digest, workflow_id)
+        return await self._start(
+            kind,
+            arg,
+            session_ids=session_ids,
+            owner_id=owner_id,
+            summary=summary,
+            workflow_id=workflow_id,
+        )
 
     async def start_merge(self, actor: Actor, body: MergeRequest, key: str | None) -> Started:
         kind = OperationKind.MERGE

@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from session_service.operations import OperationService
+from session_service.retention import RetentionService
 from session_service.sessions import SessionService
 from session_service.settings import Settings
 from session_service.stores import migrate
@@ -25,11 +26,13 @@ class Runtime:
     repo: SessionRepository = field(init=False)
     sessions: SessionService = field(init=False)
     operations: OperationService = field(init=False)
+    retention: RetentionService = field(init=False)
 
     def __post_init__(self) -> None:
         self.repo = SessionRepository(self.pool)
         self.sessions = SessionService(self.repo, self.vectors)
         self.operations = OperationService(self.temporal, self.settings, self.sessions)
+        self.retention = RetentionService(self.temporal, self.settings, self.repo, self.operations)
 
     @classmethod
     async def open(

@@ -23,7 +23,6 @@ from session_service.models import (
     PointIn,
     PointOut,
     PointsPage,
-    RetentionPolicy,
     SessionConfiguration,
     SessionCreate,
     SessionRecord,
@@ -326,17 +325,3 @@ class SessionService:
     def _writable(session: SessionRecord) -> None:
         if session.locked_by is not None:
             raise Locked(session.id, session.locked_by)
-
-    # retention policy
-
-    async def get_policy(self) -> RetentionPolicy:
-        return await self.repo.get_policy()
-
-    async def put_policy(self, actor: Actor, policy: RetentionPolicy) -> RetentionPolicy:
-        if not actor.trusted:
-            raise Forbidden(
-                "the retention policy is platform-wide: only trusted services "
-                "(no X-User-Id) may change it"
-            )
-        await self.repo.put_policy(policy)
-        return policy

@@ -8,8 +8,10 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from session_service.activities import PointSteps, SessionSteps
+from session_service import schedule
+from session_service.activities import PointSteps, RetentionSteps, SessionSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.settings import Settings
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
@@ -46,8 +48,23 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return sorted(missing)
 
 
+async def prepare(client: Client, settings: Settings, repo: SessionRepository) -> list[str]:
+    """What a starting worker makes sure of: search attributes and the retention schedule."""
+    done = [
+        f"search attribute {n}"
+        for n in await ensure_search_attributes(client, settings.temporal_namespace)
+    ]
+    if await schedule.ensure(client, settings, await repo.get_policy()):
+        done.append(f"schedule {schedule.SCHEDULE_ID}")
+    return done
+
+
 def activities(repo: SessionRepository, vectors: VectorStore) -> list[Callable[..., Any]]:
-    steps: list[Any] = [*SessionSteps(repo, vectors).all(), *PointSteps(vectors).all()]
+    steps: list[Any] = [
+        *SessionSteps(repo, vectors).all(),
+        *PointSteps(vectors).all(),
+        *RetentionSteps(repo).all(),
+    ]
     return steps
 
 

@@ -5,6 +5,7 @@ builds them once and a test can replace one method by name to inject a fault.
 """
 
 from session_service.activities.points import PointSteps
+from session_service.activities.retention import RetentionSteps
 from session_service.activities.sessions import SessionSteps
 
-__all__ = ["PointSteps", "SessionSteps"]
+__all__ = ["PointSteps", "RetentionSteps", "SessionSteps"]

@@ -2,8 +2,15 @@
 
 from session_service.workflows.delete import DeleteWorkflow
 from session_service.workflows.merge import MergeWorkflow
+from session_service.workflows.retention import RetentionWorkflow
 from session_service.workflows.split import SplitWorkflow
 
-ALL_WORKFLOWS: list[type] = [MergeWorkflow, SplitWorkflow, DeleteWorkflow]
+ALL_WORKFLOWS: list[type] = [MergeWorkflow, SplitWorkflow, DeleteWorkflow, RetentionWorkflow]
 
-__all__ = ["ALL_WORKFLOWS", "DeleteWorkflow", "MergeWorkflow", "SplitWorkflow"]
+__all__ = [
+    "ALL_WORKFLOWS",
+    "DeleteWorkflow",
+    "MergeWorkflow",
+    "RetentionWorkflow",
+    "SplitWorkflow",
+]

@@ -1,0 +1,208 @@
+"""Retention: a paged sweep that archives, then permanently deletes, what the policy selects.
+
+Phase one archives (undone if the run fails or is cancelled); phase two deletes
+through DeleteWorkflow children, a few at a time, and can't be undone, so it is
+deaf to cancellation. The sweep continues-as-new every few pages, so its
+history stays bounded whatever the number of sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from session_service.operation_types import (
+        ArchiveInput,
+        DeleteInput,
+        EvaluateInput,
+        EvaluateResult,
+        PolicyLoad,
+        Progress,
+        RetentionInput,
+        RetentionResult,
+        RetentionRules,
+        RetentionTotals,
+    )
+    from session_service.workflows.delete import DeleteWorkflow
+    from session_service.workflows.saga import Saga, refusal
+
+MAX_HISTORY = 8_000
+MAX_FAILURES_KEPT = 100
+
+
+def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
+    out: dict[str, object] = {
+        "archived_count": totals.archived,
+        "deleted_count": totals.deleted,
+        "processed_count": totals.processed,
+        "skipped_locked_count": totals.skipped_locked,
+        "failed_count": totals.failed,
+    }
+    if totals.failures:
+        out["failures"] = totals.failures
+    if dry_run:
+        out["archived_ids"] = totals.archived_ids
+        out["deleted_ids"] = totals.deleted_ids
+    return out
+
+
+@workflow.defn(name="RetentionWorkflow")
+class RetentionWorkflow:
+    def __init__(self) -> None:
+        self.saga: Saga | None = None
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self.saga.progress if self.saga else Progress()
+
+    @workflow.run
+    async def run(self, inp: RetentionInput) -> RetentionResult:
+        op = workflow.info().workflow_id
+        saga = self.saga = Saga(inp.options)
+        saga.progress.sessions_done = inp.totals.processed
+        rules = inp.rules
+        if rules is None:
+            loaded = await saga.step("load_policy", None, PolicyLoad)
+            if not loaded.enabled:
+                return RetentionResult(
+                    message="retention is disabled; nothing was done",
+                    cleanup_stats=stats(inp.totals, inp.dry_run),
+                    policy_applied=loaded.rules.model_dump(),
+                )
+            rules = loaded.rules
+        now = inp.now or workflow.now()
+        state = inp.model_copy(update={"rules": rules, "now": now})
+        try:
+            if state.phase == "archive":
+                await self._archive_phase(saga, op, state, rules, now)
+                if state.dry_run:
+                    return self._done(saga, state, rules, "Dry run: nothing was changed")
+                state.phase, state.after_id = "delete", None
+            saga.commit()  # deleting can't be undone: from here on, only forward
+            await self._delete_phase(saga, op, state, rules, now)
+            await saga.final_step("forget_archived", op)
+            return self._done(saga, state, rules, "Cleanup completed")
+        except BaseException as err:
+            if isinstance(err, workflow.ContinueAsNewError):
+                raise
+            await saga.compensate(err)
+            final = refusal(err)
+            if final is err:
+                raise
+            raise final from err
+
+    def _done(
+        self, saga: Saga, state: RetentionInput, rules: RetentionRules, message: str
+    ) -> RetentionResult:
+        saga.phase("done")
+        return RetentionResult(
+            message=message,
+            cleanup_stats=stats(state.totals, state.dry_run),
+            policy_applied={**rules.model_dump(), "dry_run": state.dry_run},
+        )
+
+    def _maybe_continue(self, state: RetentionInput, pages: int) -> None:
+        if pages >= state.pages_per_run or workflow.info().get_current_history_length() > (
+            MAX_HISTORY
+        ):
+            workflow.continue_as_new(state)
+
+    async def _archive_phase(
+        self, saga: Saga, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
+    ) -> None:
+        saga.phase("archiving" if not state.dry_run else "evaluating (dry run)")
+        if not state.dry_run:
+            saga.push("restore_archived", op)
+        totals = state.totals
+        pages = 0
+        while True:
+            self._maybe_continue(state, pages)
+            page = await saga.step(
+                "evaluate_page", self._page(op, state, rules, now), EvaluateResult
+            )
+            if page.processed == 0:
+                return
+            totals.processed += page.processed
+            totals.skipped_locked += len(page.locked_archive)
+            if state.dry_run:
+                totals.skipped_locked += len(page.locked_delete)
+                totals.archived += len(page.archive)
+                totals.archived_ids += page.archive
+                totals.deleted += len(page.delete)
+                totals.deleted_ids += page.delete
+            elif page.archive:
+                totals.archived += await saga.step(
+                    "archive_sessions", ArchiveInput(operation_id=op, session_ids=page.archive), int
+                )
+            state.after_id = page.last_id
+            saga.progress.sessions_done = totals.processed
+            saga.report()
+            pages += 1
+
+    async def _delete_phase(
+        self, saga: Saga, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
+    ) -> None:
+        saga.phase("deleting")
+        totals = state.totals
+        pages = 0
+        while True:
+            self._maybe_continue(state, pages)
+            page = await saga.final_step(
+                "evaluate_page", self._page(op, state, rules, now), EvaluateResult
+            )
+            if page.processed == 0:
+                return
+            totals.skipped_locked += len(page.locked_delete)
+            for start in range(0, len(page.delete), state.delete_concurrency):
+                group = page.delete[start : start + state.delete_concurrency]
+                outcomes = await asyncio.gather(*(self._delete(state, sid) for sid in group))
+                for sid, outcome in zip(group, outcomes, strict=True):
+                    if outcome == "deleted":
+                        totals.deleted += 1
+                    elif outcome == "held":
+                        totals.skipped_locked += 1
+                    else:
+                        totals.failed += 1
+                        if len(totals.failures) < MAX_FAILURES_KEPT:
+                            totals.failures.append({"session_id": sid, "error": outcome})
+            state.after_id = page.last_id
+            saga.report()
+            pages += 1
+
+    async def _delete(self, state: RetentionInput, session_id: str) -> str:
+        """One permanent delete as a child that outlives this run; never raises."""
+        task = asyncio.ensure_future(
+            workflow.execute_child_workflow(
+                DeleteWorkflow.run,
+                DeleteInput(session_id=session_id, options=state.options),
+                id=f"delete-{session_id.replace('-', '')}",
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        )
+        while True:
+            try:
+                await asyncio.shield(task)
+                return "deleted"
+            except asyncio.CancelledError:
+                continue  # past the point of no return: let it finish
+            except WorkflowAlreadyStartedError:
+                return "held"
+            except ChildWorkflowError as exc:
+                cause = exc.cause
+                return str(getattr(cause, "message", None) or exc.message)
+
+    def _page(
+        self, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
+    ) -> EvaluateInput:
+        return EvaluateInput(
+            operation_id=op,
+            rules=rules,
+            now=now,
+            after_id=state.after_id,
+            page_size=state.page_size,
+        )
