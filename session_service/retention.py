@@ -43,7 +43,7 @@ class RetentionService:
 
     async def view(self) -> dict[str, Any]:
         policy = await self.repo.get_policy()
-        sched = await schedule.describe(self.client)
+        sched = await schedule.describe(self.client, self.settings)
         sched["cron"] = policy.schedule
         return {
             "retention_policy": policy.model_dump(mode="json"),

@@ -27,7 +27,6 @@ from session_service.models import RetentionPolicy
 from session_service.operation_types import OperationKind, RetentionInput
 from session_service.settings import Settings
 
-SCHEDULE_ID = "session-retention"
 CATCHUP_WINDOW = timedelta(hours=6)
 
 
@@ -60,13 +59,13 @@ def build(policy: RetentionPolicy, settings: Settings) -> Schedule:
 async def ensure(client: Client, settings: Settings, policy: RetentionPolicy) -> bool:
     """Create the schedule when missing; True if it was created."""
     try:
-        await client.get_schedule_handle(SCHEDULE_ID).describe()
+        await client.get_schedule_handle(settings.retention_schedule_id).describe()
         return False
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
     try:
-        await client.create_schedule(SCHEDULE_ID, build(policy, settings))
+        await client.create_schedule(settings.retention_schedule_id, build(policy, settings))
     except Exception as exc:  # another worker created it first
         if "already" not in str(exc).lower():
             raise
@@ -78,7 +77,7 @@ async def apply(client: Client, settings: Settings, policy: RetentionPolicy) -> 
     """Make the schedule say what ``policy`` says: its cron, paused unless enabled."""
     if await ensure(client, settings, policy):
         return
-    handle = client.get_schedule_handle(SCHEDULE_ID)
+    handle = client.get_schedule_handle(settings.retention_schedule_id)
     new = build(policy, settings)
 
     def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
@@ -92,16 +91,16 @@ async def apply(client: Client, settings: Settings, policy: RetentionPolicy) -> 
         await handle.pause(note="retention disabled")
 
 
-async def describe(client: Client) -> dict[str, Any]:
+async def describe(client: Client, settings: Settings) -> dict[str, Any]:
     try:
-        desc = await client.get_schedule_handle(SCHEDULE_ID).describe()
+        desc = await client.get_schedule_handle(settings.retention_schedule_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return {"id": SCHEDULE_ID, "exists": False}
+            return {"id": settings.retention_schedule_id, "exists": False}
         raise
     next_runs: list[datetime] = list(desc.info.next_action_times)[:5]
     return {
-        "id": SCHEDULE_ID,
+        "id": settings.retention_schedule_id,
         "exists": True,
         "paused": desc.schedule.state.paused,
         "next_runs": [t.isoformat() for t in next_runs] if not desc.schedule.state.paused else [],

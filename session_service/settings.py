@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "session-service"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    retention_schedule_id: str = "session-retention"
     session_api_keys: str | None = Field(
         default=None, description="Comma-separated bearer tokens; unset means no API key check."
     )

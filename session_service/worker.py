@@ -55,7 +55,7 @@ async def prepare(client: Client, settings: Settings, repo: SessionRepository) -
         for n in await ensure_search_attributes(client, settings.temporal_namespace)
     ]
     if await schedule.ensure(client, settings, await repo.get_policy()):
-        done.append(f"schedule {schedule.SCHEDULE_ID}")
+        done.append(f"schedule {settings.retention_schedule_id}")
     return done
 
 

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         RetentionTotals,
     )
     from session_service.workflows.delete import DeleteWorkflow
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import NO_ARG, Saga, refusal
 
 MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
@@ -67,7 +67,7 @@ class RetentionWorkflow:
         saga.progress.sessions_done = inp.totals.processed
         rules = inp.rules
         if rules is None:
-            loaded = await saga.step("load_policy", None, PolicyLoad)
+            loaded = await saga.step("load_policy", NO_ARG, PolicyLoad)
             if not loaded.enabled:
                 return RetentionResult(
                     message="retention is disabled; nothing was done",

@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 BUSINESS_ERRORS = [e.value for e in ERROR_STATUS]
 QUICK = timedelta(seconds=60)
+NO_ARG: Any = object()  # for activities that take no argument
 
 
 def forward_policy(options: StepOptions) -> RetryPolicy:
@@ -72,7 +73,7 @@ class Saga:
         """A forward step with a bounded retry policy; long ones heartbeat."""
         result: T = await workflow.execute_activity(
             name,
-            arg,
+            args=[] if arg is NO_ARG else [arg],
             result_type=result_type,
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
@@ -88,7 +89,7 @@ class Saga:
         """A step past the point of no return: retried until done, deaf to cancellation."""
         handle = workflow.start_activity(
             name,
-            arg,
+            args=[] if arg is NO_ARG else [arg],
             result_type=result_type,
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK

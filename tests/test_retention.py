@@ -1,0 +1,284 @@
+"""Retention: every rule against sessions whose timestamps are set in the database, dry runs,
+paging with continue-as-new, a failing delete, the schedule, and days passing in a workflow.
+
+Each test sweeps a database of its own, so counts are exact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from session_service.activities import SessionSteps
+from session_service.api.app import create_app
+from session_service.embedded import EmbeddedPostgres, scripts_dir
+from session_service.operation_types import LockInput, LockResult, RetentionInput, RetentionRules
+from session_service.runtime import Runtime
+from session_service.settings import Settings
+from session_service.worker import build_worker, prepare
+from tests.conftest import Factory
+
+POLICY = {
+    "max_age_days": 365,
+    "max_sessions_per_user": 2,
+    "auto_archive_inactive_days": 30,
+    "auto_delete_archived_days": 90,
+}
+
+
+class RetentionStack:
+    def __init__(self, runtime: Runtime, client: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.make = Factory(client)
+
+    async def session(
+        self,
+        *,
+        status: str = "active",
+        updated_days: float = 0,
+        created_days: float = 0,
+        owner: str | None = None,
+        locked_by: str | None = None,
+    ) -> str:
+        s = await self.make.session(owner_id=owner)
+        await self.runtime.pool.execute(
+            """UPDATE sessions SET status = $2,
+                   updated_at = now() - make_interval(secs => $3),
+                   created_at = now() - make_interval(secs => $4), locked_by = $5
+               WHERE id = $1""",
+            uuid.UUID(s["id"]),
+            status,
+            updated_days * 86400,
+            created_days * 86400,
+            locked_by,
+        )
+        return str(s["id"])
+
+    async def statuses(self) -> dict[str, str]:
+        rows = await self.runtime.pool.fetch("SELECT id, status FROM sessions")
+        return {str(r["id"]): r["status"] for r in rows}
+
+    def worker(self, *overrides: Any) -> Any:
+        rt = self.runtime
+        return build_worker(
+            rt.temporal, rt.settings.temporal_task_queue, rt.repo, rt.vectors, overrides=overrides
+        )
+
+
+@pytest.fixture
+async def rstack(
+    postgres: EmbeddedPostgres, settings: Settings, runtime: Runtime
+) -> AsyncIterator[RetentionStack]:
+    db = f"retention_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    own = settings.model_copy(
+        update={
+            "database_url": postgres.dsn.replace("/postgres?", f"/{db}?"),
+            "temporal_task_queue": f"retention-{uuid.uuid4().hex[:8]}",
+            "retention_schedule_id": f"retention-{uuid.uuid4().hex[:8]}",
+            "op_maximum_attempts": 2,
+        }
+    )
+    rt = await Runtime.open(own, vectors=runtime.vectors)
+    app = create_app(own, rt)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=120
+    ) as c:
+        yield RetentionStack(rt, c)
+    await rt.close(close_vectors=False)
+
+
+async def rule_fixture(rs: RetentionStack) -> dict[str, str]:
+    quota = rs.make.user()
+    ids = {
+        "inactive": await rs.session(updated_days=40),
+        "shared_inactive": await rs.session(status="shared", updated_days=40),
+        "recent": await rs.session(updated_days=1),
+        "too_old": await rs.session(created_days=400, updated_days=1),
+        "quota_1": await rs.session(owner=quota, updated_days=0.01),
+        "quota_2": await rs.session(owner=quota, updated_days=0.02),
+        "quota_3": await rs.session(owner=quota, updated_days=0.03),
+        "quota_4": await rs.session(owner=quota, updated_days=0.04),
+        "archived_old": await rs.session(status="archived", updated_days=100),
+        "deleted_old": await rs.session(status="deleted", updated_days=100),
+        "archived_recent": await rs.session(status="archived", updated_days=10),
+        "held_old": await rs.session(status="archived", updated_days=100, locked_by="merge-x"),
+        "inactive_100": await rs.session(updated_days=100),
+    }
+    return ids
+
+
+async def test_every_rule_applies_once(rstack: RetentionStack) -> None:
+    ids = await rule_fixture(rstack)
+    collections = {
+        k: (await rstack.client.get(f"/sessions/{v}")).json()["qdrant_collection_name"]
+        for k, v in ids.items()
+    }
+    async with rstack.worker():
+        r = await rstack.client.post("/sessions/cleanup", json=POLICY)
+    assert r.status_code == 200, r.text
+    assert r.headers["Operation-Id"].startswith("cleanup-")
+    body = r.json()
+    assert body["message"] and body["policy_applied"]["max_sessions_per_user"] == 2
+    stats = body["cleanup_stats"]
+    assert stats["processed_count"] == 13
+    assert stats["archived_count"] == 6
+    assert stats["deleted_count"] == 2
+    assert stats["skipped_locked_count"] == 1
+    assert "archived_ids" not in stats
+    after = await rstack.statuses()
+    for name in ("inactive", "shared_inactive", "too_old", "quota_3", "quota_4", "inactive_100"):
+        assert after[ids[name]] == "archived", name
+    for name in ("recent", "quota_1", "quota_2"):
+        assert after[ids[name]] == "active", name
+    assert after[ids["archived_recent"]] == "archived"
+    assert after[ids["held_old"]] == "archived"
+    for name in ("archived_old", "deleted_old"):
+        assert ids[name] not in after
+        assert collections[name] not in await rstack.runtime.vectors.collection_names()
+    # a second run finds nothing new to archive, and deletes nothing archived by the first
+    async with rstack.worker():
+        again = (await rstack.client.post("/sessions/cleanup", json=POLICY)).json()
+    assert again["cleanup_stats"]["archived_count"] == 0
+    assert again["cleanup_stats"]["deleted_count"] == 0
+
+
+async def test_dry_run_lists_and_changes_nothing(rstack: RetentionStack) -> None:
+    ids = await rule_fixture(rstack)
+    before = await rstack.statuses()
+    async with rstack.worker():
+        r = await rstack.client.post("/sessions/cleanup", params={"dry_run": "true"}, json=POLICY)
+    assert r.status_code == 200, r.text
+    stats = r.json()["cleanup_stats"]
+    assert stats["archived_count"] == 6 and stats["deleted_count"] == 2
+    assert set(stats["archived_ids"]) == {
+        ids[n]
+        for n in ("inactive", "shared_inactive", "too_old", "quota_3", "quota_4", "inactive_100")
+    }
+    assert set(stats["deleted_ids"]) == {ids["archived_old"], ids["deleted_old"]}
+    assert await rstack.statuses() == before
+
+
+async def test_many_pages_continue_as_new_and_count_exactly(rstack: RetentionStack) -> None:
+    old = [await rstack.session(updated_days=40) for _ in range(17)]
+    fresh = [await rstack.session() for _ in range(6)]
+    gone = [await rstack.session(status="archived", updated_days=120) for _ in range(4)]
+    rt = rstack.runtime
+    async with rstack.worker():
+        handle = await rt.temporal.start_workflow(
+            "RetentionWorkflow",
+            RetentionInput(rules=RetentionRules(**POLICY), page_size=4, pages_per_run=2),
+            id=f"cleanup-{uuid.uuid4().hex}",
+            task_queue=rt.settings.temporal_task_queue,
+        )
+        result = await handle.result()
+    stats = result["cleanup_stats"]
+    assert stats["processed_count"] == 27
+    assert stats["archived_count"] == 17 and stats["deleted_count"] == 4
+    runs = 0
+    async for _ in rt.temporal.list_workflows(f"WorkflowId = '{handle.id}'"):
+        runs += 1
+    assert runs >= 4  # 7 archive pages and 8 delete pages at 2 pages a run
+    after = await rstack.statuses()
+    assert all(after[i] == "archived" for i in old)
+    assert all(after[i] == "active" for i in fresh)
+    assert not any(i in after for i in gone)
+
+
+def refusing_lock(victim: str, rt: Runtime) -> Any:
+    real = SessionSteps(rt.repo, rt.vectors)
+
+    @activity.defn(name="lock_sessions")
+    async def lock_sessions(inp: LockInput) -> LockResult:
+        if victim in inp.session_ids:
+            raise ApplicationError("injected refusal", type="Conflict", non_retryable=True)
+        return await real.lock_sessions(inp)
+
+    return lock_sessions
+
+
+async def test_a_failing_delete_does_not_lose_the_others(rstack: RetentionStack) -> None:
+    doomed = [await rstack.session(status="archived", updated_days=120) for _ in range(5)]
+    victim = doomed[2]
+    async with rstack.worker(refusing_lock(victim, rstack.runtime)):
+        r = await rstack.client.post("/sessions/cleanup", json=POLICY)
+    assert r.status_code == 200, r.text
+    stats = r.json()["cleanup_stats"]
+    assert stats["deleted_count"] == 4 and stats["failed_count"] == 1
+    assert stats["failures"] == [{"session_id": victim, "error": "injected refusal"}]
+    assert set(await rstack.statuses()) == {victim}
+
+
+async def test_schedule_created_once_updated_paused_and_triggered(rstack: RetentionStack) -> None:
+    rt = rstack.runtime
+    assert await prepare(rt.temporal, rt.settings, rt.repo) == [
+        f"schedule {rt.settings.retention_schedule_id}"
+    ]
+    assert await prepare(rt.temporal, rt.settings, rt.repo) == []
+    handle = rt.temporal.get_schedule_handle(rt.settings.retention_schedule_id)
+    view = (await rstack.client.get("/sessions/retention-policy")).json()
+    assert view["schedule"]["exists"] and view["schedule"]["paused"] is False
+    assert all("T03:00:00" in t for t in view["schedule"]["next_runs"])
+
+    policy = {**POLICY, "schedule": "30 4 * * *", "enabled": False}
+    assert (await rstack.client.put("/sessions/retention-policy", json=policy)).status_code == 200
+    desc = await handle.describe()
+    assert desc.schedule.state.paused is True
+    policy["enabled"] = True
+    await rstack.client.put("/sessions/retention-policy", json=policy)
+    view = (await rstack.client.get("/sessions/retention-policy")).json()
+    assert view["schedule"]["paused"] is False and view["retention_policy"] == policy
+    assert view["schedule"]["next_runs"] and all(
+        "T04:30:00" in t for t in view["schedule"]["next_runs"]
+    )
+
+    stale = await rstack.session(updated_days=45)
+    async with rstack.worker():
+        await handle.trigger()
+        for _ in range(300):
+            if (await rstack.statuses())[stale] == "archived":
+                break
+            import asyncio
+
+            await asyncio.sleep(0.1)
+    assert (await rstack.statuses())[stale] == "archived"
+
+
+async def test_days_pass_inside_time_skipping_server(rstack: RetentionStack) -> None:
+    """Sessions touched today become 31 days inactive when 31 days pass in Temporal."""
+    fresh = [await rstack.session() for _ in range(3)]
+    rt = rstack.runtime
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(scripts_dir() / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        client: Client = env.client
+        worker = build_worker(client, "skip", rt.repo, rt.vectors)
+        async with worker:
+            await env.sleep(timedelta(days=31))
+            result = await client.execute_workflow(
+                "RetentionWorkflow",
+                RetentionInput(rules=RetentionRules(**POLICY)),
+                id=f"cleanup-{uuid.uuid4().hex}",
+                task_queue="skip",
+            )
+    finally:
+        await env.shutdown()
+    assert result["cleanup_stats"]["archived_count"] == 3
+    after = await rstack.statuses()
+    assert all(after[i] == "archived" for i in fresh)
