@@ -60,7 +60,11 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
             await server.serve()
             return
         worker = build_worker(
-            runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors
+            runtime.temporal,
+            settings.temporal_task_queue,
+            runtime.repo,
+            runtime.vectors,
+            runtime.artifacts,
         )
         async with worker:
             await server.serve()
@@ -81,7 +85,11 @@ async def _work(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         worker = build_worker(
-            runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors
+            runtime.temporal,
+            settings.temporal_task_queue,
+            runtime.repo,
+            runtime.vectors,
+            runtime.artifacts,
         )
         async with worker:
             log.info("worker polling task queue %s", settings.temporal_task_queue)

@@ -66,3 +66,9 @@ class Unavailable(ServiceError):
     status = 503
     title = "Service Unavailable"
     type_suffix = "unavailable"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    title = "Unsupported Media Type"
+    type_suffix = "unsupported-media-type"

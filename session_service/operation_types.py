@@ -302,3 +302,72 @@ class RetentionResult(BaseModel):
     message: str
     cleanup_stats: dict[str, Any]
     policy_applied: dict[str, Any]
+
+
+# export and import
+
+
+class ExportInput(BaseModel):
+    session_id: str
+    export_id: str
+    owner_id: str | None = None
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class ExportRecordInput(BaseModel):
+    export_id: str
+    session_id: str
+    owner_id: str | None = None
+    operation_id: str
+
+
+class WriteExportInput(BaseModel):
+    export_id: str
+    session_id: str
+    batch_size: int
+
+
+class ExportCheckpoint(BaseModel):
+    """Heartbeat of a write: the file is whole up to ``file_bytes`` (a gzip member boundary)."""
+
+    file_bytes: int
+    points: int
+    offset: PointId | None
+
+
+class ExportResult(BaseModel):
+    export_id: str
+    size_bytes: int
+    points: int
+    sha256: str
+
+
+class ImportInput(BaseModel):
+    artifact_key: str
+    staged: bool  # a staging file of this import (deleted at the end), not a kept export
+    session_id: str
+    new_name: str | None = None
+    owner_id: str | None = None
+    owner_from_artifact: bool = False
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class ImportHeader(BaseModel):
+    session: dict[str, Any]
+    vector_size: int
+    distance: str
+    points: int
+    sha256: str
+
+
+class ImportPointsInput(BaseModel):
+    artifact_key: str
+    collection: str
+    batch_size: int
+
+
+class FinishImportInput(BaseModel):
+    operation_id: str
+    session_id: str
+    processing_stats: dict[str, Any] = Field(default_factory=dict)
+    model_usage: dict[str, Any] = Field(default_factory=dict)

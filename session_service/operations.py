@@ -50,6 +50,7 @@ from session_service.models import (
 from session_service.operation_types import (
     DeleteInput,
     DeleteResult,
+    ExportResult,
     MergeInput,
     OperationKind,
     Progress,
@@ -71,6 +72,8 @@ WORKFLOWS = {
     OperationKind.SPLIT: ("SplitWorkflow", SplitResult),
     OperationKind.DELETE: ("DeleteWorkflow", DeleteResult),
     OperationKind.CLEANUP: ("RetentionWorkflow", RetentionResult),
+    OperationKind.EXPORT: ("ExportWorkflow", ExportResult),
+    OperationKind.IMPORT: ("ImportWorkflow", SessionModel),
 }
 _STATUS = {
     WorkflowExecutionStatus.RUNNING: OperationStatus.running,
@@ -220,6 +223,17 @@ class OperationService:
             summary=summary,
             workflow_id=workflow_id,
         )
+
+    async def find_keyed(
+        self, kind: OperationKind, actor: Actor, key: str | None, body: Any
+    ) -> Started | None:
+        """The operation an Idempotency-Key already started, if any (422 for another body)."""
+        if key is None:
+            return None
+        workflow_id, digest = await self._existing(kind, actor, key, body)
+        if digest is not None and await self._known(workflow_id):
+            return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
+        return None
 
     async def start_merge(self, actor: Actor, body: MergeRequest, key: str | None) -> Started:
         kind = OperationKind.MERGE

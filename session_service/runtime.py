@@ -13,8 +13,10 @@ from session_service.retention import RetentionService
 from session_service.sessions import SessionService
 from session_service.settings import Settings
 from session_service.stores import migrate
+from session_service.stores.artifacts import DirectoryStore
 from session_service.stores.repository import SessionRepository, create_pool
 from session_service.stores.vector_store import VectorStore
+from session_service.transfer import TransferService
 
 
 @dataclass
@@ -27,11 +29,15 @@ class Runtime:
     sessions: SessionService = field(init=False)
     operations: OperationService = field(init=False)
     retention: RetentionService = field(init=False)
+    artifacts: DirectoryStore = field(init=False)
+    transfers: TransferService = field(init=False)
 
     def __post_init__(self) -> None:
+        self.artifacts = DirectoryStore(self.settings.artifact_dir)
         self.repo = SessionRepository(self.pool)
         self.sessions = SessionService(self.repo, self.vectors)
         self.operations = OperationService(self.temporal, self.settings, self.sessions)
+        self.transfers = TransferService(self.sessions, self.operations, self.artifacts)
         self.retention = RetentionService(self.temporal, self.settings, self.repo, self.operations)
 
     @classmethod

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     )
     sync_wait_seconds: float = Field(default=10.0, ge=0, le=300)
     data_dir: Path = Path(".data")
+    export_dir: Path | None = None
     op_batch_size: int = Field(default=1024, ge=1, le=10_000)
     op_batches_per_call: int = Field(default=16, ge=1, le=1000)
     op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
         if self.qdrant_host:
             return f"http://{self.qdrant_host}:{self.qdrant_port}"
         return None
+
+    @property
+    def artifact_dir(self) -> Path:
+        """``EXPORT_DIR``, or ``<data-dir>/exports`` in the embedded stack."""
+        return self.export_dir or self.data_dir / "exports"
 
     @property
     def qdrant_path(self) -> Path:

@@ -9,9 +9,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from session_service import schedule
-from session_service.activities import PointSteps, RetentionSteps, SessionSteps
+from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
 from session_service.settings import Settings
+from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
@@ -59,11 +60,14 @@ async def prepare(client: Client, settings: Settings, repo: SessionRepository) -
     return done
 
 
-def activities(repo: SessionRepository, vectors: VectorStore) -> list[Callable[..., Any]]:
+def activities(
+    repo: SessionRepository, vectors: VectorStore, store: ArtifactStore
+) -> list[Callable[..., Any]]:
     steps: list[Any] = [
         *SessionSteps(repo, vectors).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
+        *TransferSteps(repo, vectors, store).all(),
     ]
     return steps
 
@@ -73,13 +77,14 @@ def build_worker(
     task_queue: str,
     repo: SessionRepository,
     vectors: VectorStore,
+    store: ArtifactStore,
     *,
     overrides: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 16,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way)."""
     by_name: dict[str, Callable[..., Any]] = {}
-    for fn in [*activities(repo, vectors), *overrides]:
+    for fn in [*activities(repo, vectors, store), *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
         by_name[defn.name] = fn
     return Worker(

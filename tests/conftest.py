@@ -126,7 +126,13 @@ def make(client: httpx.AsyncClient) -> Factory:
 async def worker(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     from session_service.worker import build_worker
 
-    w = build_worker(runtime.temporal, settings.temporal_task_queue, runtime.repo, runtime.vectors)
+    w = build_worker(
+        runtime.temporal,
+        settings.temporal_task_queue,
+        runtime.repo,
+        runtime.vectors,
+        runtime.artifacts,
+    )
     async with w:
         yield
 
@@ -144,7 +150,12 @@ class OpsStack:
 
         rt = self.runtime
         return build_worker(
-            rt.temporal, rt.settings.temporal_task_queue, rt.repo, rt.vectors, overrides=overrides
+            rt.temporal,
+            rt.settings.temporal_task_queue,
+            rt.repo,
+            rt.vectors,
+            rt.artifacts,
+            overrides=overrides,
         )
 
     async def wait(self, op_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:

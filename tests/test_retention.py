@@ -73,7 +73,12 @@ class RetentionStack:
     def worker(self, *overrides: Any) -> Any:
         rt = self.runtime
         return build_worker(
-            rt.temporal, rt.settings.temporal_task_queue, rt.repo, rt.vectors, overrides=overrides
+            rt.temporal,
+            rt.settings.temporal_task_queue,
+            rt.repo,
+            rt.vectors,
+            rt.artifacts,
+            overrides=overrides,
         )
 
 
@@ -268,7 +273,7 @@ async def test_days_pass_inside_time_skipping_server(rstack: RetentionStack) -> 
     )
     try:
         client: Client = env.client
-        worker = build_worker(client, "skip", rt.repo, rt.vectors)
+        worker = build_worker(client, "skip", rt.repo, rt.vectors, rt.artifacts)
         async with worker:
             await env.sleep(timedelta(days=31))
             result = await client.execute_workflow(

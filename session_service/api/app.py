@@ -10,7 +10,15 @@ from fastapi import FastAPI
 from session_service import __version__
 from session_service.api import problems
 from session_service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
-from session_service.api.routes import compare, health, operations, points, policy, sessions
+from session_service.api.routes import (
+    compare,
+    exports,
+    health,
+    operations,
+    points,
+    policy,
+    sessions,
+)
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 
@@ -46,8 +54,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(policy.router)
     app.include_router(compare.router)
     app.include_router(operations.router)
+    app.include_router(exports.router)
     app.include_router(sessions.router)
     app.include_router(points.router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health"})
     return app

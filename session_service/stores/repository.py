@@ -690,3 +690,88 @@ class SessionRepository:
         await self.pool.execute(
             "DELETE FROM retention_archived WHERE operation_id = $1", operation_id
         )
+
+    # exports
+
+    async def export_create(
+        self, export_id: str, session_id: str, owner_id: str | None, operation_id: str
+    ) -> None:
+        await self.pool.execute(
+            """INSERT INTO exports (export_id, session_id, owner_id, status, operation_id)
+               VALUES ($1, $2, $3, 'writing', $4) ON CONFLICT (export_id) DO NOTHING""",
+            export_id,
+            _uuid(session_id),
+            owner_id,
+            operation_id,
+        )
+
+    async def export_ready(
+        self, export_id: str, *, size_bytes: int, points: int, sha256: str, file_sha256: str
+    ) -> None:
+        await self.pool.execute(
+            """UPDATE exports SET status = 'ready', size_bytes = $2, points = $3, sha256 = $4,
+                   file_sha256 = $5, finished_at = COALESCE(finished_at, now())
+               WHERE export_id = $1""",
+            export_id,
+            size_bytes,
+            points,
+            sha256,
+            file_sha256,
+        )
+
+    async def export_get(self, export_id: str) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT * FROM exports WHERE export_id = $1", export_id)
+        if row is None:
+            raise NotFound(f"export {export_id} not found")
+        return {**dict(row), "session_id": str(row["session_id"])}
+
+    async def export_list(
+        self, session_id: str | None, limit: int, after: PageCursor | None
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if session_id is not None:
+            args.append(_uuid(session_id))
+            where.append(f"session_id = ${len(args)}")
+        if after is not None:
+            args += [after.updated_at, after.id]
+            where.append(f"(created_at, export_id) < (${len(args) - 1}, ${len(args)})")
+        sql = "SELECT * FROM exports"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        args.append(limit)
+        sql += f" ORDER BY created_at DESC, export_id DESC LIMIT ${len(args)}"
+        return [
+            {**dict(r), "session_id": str(r["session_id"])}
+            for r in await self.pool.fetch(sql, *args)
+        ]
+
+    async def export_delete(self, export_id: str) -> None:
+        await self.pool.execute("DELETE FROM exports WHERE export_id = $1", export_id)
+
+    async def finish_import(
+        self,
+        operation_id: str,
+        session_id: str,
+        stats: dict[str, Any],
+        usage: dict[str, Any],
+    ) -> SessionRecord:
+        """Carry the original's counters and model history over and release the session."""
+        await self.pool.execute(
+            """UPDATE sessions SET
+                   urls_processed = $3, content_analyzed = $4, clusters_generated = $5,
+                   embeddings_created = $6, llm_models_used = $7, embedding_models_used = $8,
+                   model_switches = $9, locked_by = NULL, version = version + 1,
+                   updated_at = now()
+               WHERE id = $1 AND locked_by = $2""",
+            _uuid(session_id),
+            operation_id,
+            int(stats.get("urls_processed") or 0),
+            int(stats.get("content_analyzed") or 0),
+            int(stats.get("clusters_generated") or 0),
+            int(stats.get("embeddings_created") or 0),
+            [str(m) for m in usage.get("llm_models_used") or []],
+            [str(m) for m in usage.get("embedding_models_used") or []],
+            int(usage.get("model_switches") or 0),
+        )
+        return await self.get(session_id)

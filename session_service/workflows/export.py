@@ -1,0 +1,62 @@
+"""Export: a durable, checksummed artifact of a session and its points."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from session_service.operation_types import (
+        ExportInput,
+        ExportRecordInput,
+        ExportResult,
+        Progress,
+        WriteExportInput,
+    )
+    from session_service.workflows.saga import Saga, refusal
+
+
+@workflow.defn(name="ExportWorkflow")
+class ExportWorkflow:
+    def __init__(self) -> None:
+        self.saga: Saga | None = None
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self.saga.progress if self.saga else Progress()
+
+    @workflow.run
+    async def run(self, inp: ExportInput) -> ExportResult:
+        op = workflow.info().workflow_id
+        saga = self.saga = Saga(inp.options)
+        try:
+            saga.phase("writing the artifact")
+            saga.push("discard_export", inp.export_id)
+            await saga.step(
+                "create_export_record",
+                ExportRecordInput(
+                    export_id=inp.export_id,
+                    session_id=inp.session_id,
+                    owner_id=inp.owner_id,
+                    operation_id=op,
+                ),
+            )
+            result = await saga.step(
+                "write_export",
+                WriteExportInput(
+                    export_id=inp.export_id,
+                    session_id=inp.session_id,
+                    batch_size=inp.options.batch_size,
+                ),
+                ExportResult,
+                long=True,
+            )
+            saga.commit()
+            saga.progress.points_done = saga.progress.points_total = result.points
+            saga.phase("done")
+            return result
+        except BaseException as err:
+            await saga.compensate(err)
+            final = refusal(err)
+            if final is err:
+                raise
+            raise final from err
