@@ -510,8 +510,13 @@ async def test_histories_replay_without_nondeterminism(
         f"/sessions/{merged.json()['id']}/split", json={"parts": [{"name": "p", "point_ids": [1]}]}
     )
     deleted = await client.delete(f"/sessions/{a['id']}", params={"permanent": "true"})
+    exported = await client.post(f"/sessions/{b['id']}/exports")
+    imported = await client.post(
+        "/sessions/import", json={"export_id": exported.json()["export_id"]}
+    )
+    swept = await client.post("/sessions/cleanup", params={"dry_run": "true"}, json={})
     histories = []
-    for r in (merged, split, deleted):
+    for r in (merged, split, deleted, exported, imported, swept):
         assert r.status_code == 200
         handle = runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
         histories.append(await handle.fetch_history())
