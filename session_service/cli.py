@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -13,9 +12,10 @@ from pathlib import Path
 
 import uvicorn
 
+from session_service import logs
 from session_service.settings import Settings
 
-log = logging.getLogger("session_service")
+log = logs.get("session_service")
 
 
 class _Server(uvicorn.Server):
@@ -50,10 +50,10 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     try:
         if with_worker:
             for made in await prepare(runtime.temporal, settings, runtime.repo):
-                log.info("created %s", made)
+                log.info("created", what=made)
         app = create_app(settings, runtime)
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
+            app, host=host, port=port, access_log=False, lifespan="on", log_config=None
         )
         server = _Server(config)
         if not with_worker:
@@ -78,7 +78,7 @@ async def _work(settings: Settings) -> None:
 
     runtime = await Runtime.open(settings, run_migrations=False)
     for made in await prepare(runtime.temporal, settings, runtime.repo):
-        log.info("created %s", made)
+        log.info("created", what=made)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +92,7 @@ async def _work(settings: Settings) -> None:
             runtime.artifacts,
         )
         async with worker:
-            log.info("worker polling task queue %s", settings.temporal_task_queue)
+            log.info("worker polling", task_queue=settings.temporal_task_queue)
             await stop.wait()
     finally:
         await runtime.close()
@@ -112,14 +112,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if not settings.database_url:
             pg = EmbeddedPostgres(data_dir)
             update["database_url"] = pg.start()
-            log.info("postgres ready (socket in %s)", pg.socket_dir)
+            log.info("postgres ready", socket_dir=str(pg.socket_dir))
         if not settings.temporal_address:
             temporal = EmbeddedTemporal(
                 data_dir / "temporal", port=args.temporal_port, ui_port=args.temporal_ui_port
             )
             update["temporal_address"] = temporal.start()
             update["temporal_ui_url"] = temporal.ui_url
-            log.info("temporal ready on %s, UI on %s", temporal.address, temporal.ui_url)
+            log.info("temporal ready", address=temporal.address, ui=temporal.ui_url)
         settings = settings.model_copy(update=update)
         asyncio.run(_serve(settings, args.host, args.port, with_worker=True))
     finally:
@@ -193,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
+    settings = Settings()
+    json_logs = (settings.log_format or ("console" if args.command == "dev" else "json")) == "json"
+    logs.configure(json_logs=json_logs, level=settings.log_level)
     code: int = args.func(args)
     return code
 

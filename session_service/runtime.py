@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, TelemetryConfig
+from temporalio.runtime import Runtime as TemporalRuntime
 
 from session_service.operations import OperationService
 from session_service.retention import RetentionService
@@ -19,12 +22,20 @@ from session_service.stores.vector_store import VectorStore
 from session_service.transfer import TransferService
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @dataclass
 class Runtime:
     settings: Settings
     pool: asyncpg.Pool
     vectors: VectorStore
     temporal: Client
+    sdk_metrics: str | None = None  # where the Temporal SDK serves its metrics
     repo: SessionRepository = field(init=False)
     sessions: SessionService = field(init=False)
     operations: OperationService = field(init=False)
@@ -51,10 +62,21 @@ class Runtime:
             if run_migrations:
                 async with pool.acquire() as conn:
                     await migrate.migrate(conn)
+            sdk_metrics = settings.temporal_metrics_address or f"127.0.0.1:{_free_port()}"
+            telemetry = TemporalRuntime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(
+                        bind_address=sdk_metrics,
+                        counters_total_suffix=True,
+                        durations_as_seconds=True,
+                    )
+                )
+            )
             temporal = await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 data_converter=pydantic_data_converter,
+                runtime=telemetry,
             )
             if vectors is None:
                 vectors = VectorStore.open(
@@ -65,7 +87,13 @@ class Runtime:
         except BaseException:
             await pool.close()
             raise
-        return cls(settings=settings, pool=pool, vectors=vectors, temporal=temporal)
+        return cls(
+            settings=settings,
+            pool=pool,
+            vectors=vectors,
+            temporal=temporal,
+            sdk_metrics=sdk_metrics.replace("0.0.0.0", "127.0.0.1"),
+        )
 
     async def close(self, *, close_vectors: bool = True) -> None:
         await self.pool.close()

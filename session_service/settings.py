@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "session-service"
     temporal_ui_url: str = "http://127.0.0.1:8233"
     retention_schedule_id: str = "session-retention"
+    temporal_metrics_address: str | None = Field(
+        default=None,
+        description="host:port where the Temporal SDK serves its Prometheus metrics; "
+        "unset: a free loopback port, merged into the API's /metrics",
+    )
+    log_format: str | None = Field(default=None, pattern="^(json|console)$")
+    log_level: str = "INFO"
     session_api_keys: str | None = Field(
         default=None, description="Comma-separated bearer tokens; unset means no API key check."
     )

@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
 
-from session_service import schedule
+from session_service import logs, schedule
 from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
 from session_service.settings import Settings
@@ -16,6 +22,8 @@ from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
+
+log = logs.get(__name__)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -60,6 +68,26 @@ async def prepare(client: Client, settings: Settings, repo: SessionRepository) -
     return done
 
 
+class _LogContext(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        with logs.bound(
+            operation_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        ):
+            try:
+                return await super().execute_activity(input)
+            except Exception as exc:
+                log.warning("activity failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+
+
+class LogContext(Interceptor):
+    """Puts the operation id on every log line an activity writes."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _LogContext(next)
+
+
 def activities(
     repo: SessionRepository, vectors: VectorStore, store: ArtifactStore
 ) -> list[Callable[..., Any]]:
@@ -93,4 +121,5 @@ def build_worker(
         workflows=ALL_WORKFLOWS,
         activities=list(by_name.values()),
         max_concurrent_activities=max_concurrent_activities,
+        interceptors=[LogContext()],
     )

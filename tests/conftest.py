@@ -30,6 +30,14 @@ SEARCH_ATTRIBUTES = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def configured_logs() -> None:
+    """Logs as the service writes them (through structlog), readable in failures."""
+    from session_service import logs
+
+    logs.configure(json_logs=False)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")

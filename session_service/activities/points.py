@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from session_service.activities.meter import points_moved
 from session_service.operation_types import (
     CopyCheckpoint,
     CopyIdsInput,
@@ -56,6 +57,7 @@ class PointSteps:
             )
             if points:
                 await self.vectors.upsert(inp.target, points)
+                points_moved(len(points))
             read += len(points)
             activity.heartbeat(CopyCheckpoint(offset=offset, read=read))
             if offset is None:
@@ -73,6 +75,7 @@ class PointSteps:
             points = await self.vectors.retrieve(inp.source, batches[index])
             if points:
                 await self.vectors.upsert(inp.target, points)
+                points_moved(len(points))
             found += len(points)
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=found))
         return CopyIdsResult(found=found)
@@ -94,6 +97,7 @@ class PointSteps:
                 copied |= await self.vectors.existing_ids(target, batches[index])
             await self.vectors.delete_ids(inp.source, [i for i in batches[index] if i in copied])
             removed += len(copied)
+            points_moved(len(copied))
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=removed))
         return RemoveResult(removed=removed)
 

@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from session_service import export_format as fmt
 from session_service.activities.errors import business_errors
+from session_service.activities.meter import points_moved
 from session_service.models import SessionModel
 from session_service.operation_types import (
     ErrorType,
@@ -121,6 +122,7 @@ class TransferSteps:
                     lines = b"".join(fmt.point_line(p.id, p.vector, p.payload) for p in batch)
                     self._append(out, lines, content, whole)
                     points += len(batch)
+                    points_moved(len(batch))
                 activity.heartbeat(
                     ExportCheckpoint(file_bytes=out.tell(), points=points, offset=offset)
                 )
@@ -202,6 +204,7 @@ class TransferSteps:
                     break
                 await self.vectors.upsert(inp.collection, batch)
                 done += len(batch)
+                points_moved(len(batch))
                 activity.heartbeat(done)
         finally:
             raw.close()

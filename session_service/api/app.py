@@ -9,7 +9,11 @@ from fastapi import FastAPI
 
 from session_service import __version__
 from session_service.api import problems
-from session_service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from session_service.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
 from session_service.api.routes import (
     compare,
     exports,
@@ -19,6 +23,7 @@ from session_service.api.routes import (
     policy,
     sessions,
 )
+from session_service.metrics import MetricsMiddleware
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 
@@ -58,5 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health"})
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health", "/metrics"})
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     return app

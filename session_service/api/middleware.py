@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
+import uuid
 from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from session_service import logs
 from session_service.api.problems import PROBLEM_TYPE_BASE
 
 
@@ -119,3 +122,51 @@ class BodyLimitMiddleware:
 
 class _TooLarge(BaseException):  # noqa: N818 - passes through FastAPI's body parser untouched
     pass
+
+
+class RequestContextMiddleware:
+    """Honour or make an ``X-Request-Id``, put it (and the session id of the path) on every
+    log line written while the request runs, return it, and log the request once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = logs.get("session_service.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
+        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        start = time.perf_counter()
+        status = 500
+
+        async def tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        with logs.bound(request_id=request_id):
+            try:
+                await self.app(scope, receive, tagged)
+            finally:
+                params = scope.get("path_params") or {}
+                extra = {
+                    k: v
+                    for k, v in params.items()
+                    if k in ("session_id", "operation_id", "export_id")
+                }
+                if scope["path"] not in ("/health", "/metrics"):
+                    self.log.info(
+                        "request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                        **extra,
+                    )

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         UnlockInput,
     )
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import Saga
 
 
 @workflow.defn(name="DeleteWorkflow")
@@ -29,7 +29,7 @@ class DeleteWorkflow:
     @workflow.run
     async def run(self, inp: DeleteInput) -> DeleteResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "delete")
         try:
             saga.phase("locking the session")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.session_id]))
@@ -45,11 +45,7 @@ class DeleteWorkflow:
             await saga.final_step(
                 "delete_session_row", DeleteRowInput(operation_id=op, session_id=inp.session_id)
             )
-            saga.phase("done")
+            saga.done()
             return DeleteResult(message=f"Session {inp.session_id} permanently deleted")
         except BaseException as err:
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)

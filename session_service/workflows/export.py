@@ -12,7 +12,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         WriteExportInput,
     )
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import Saga
 
 
 @workflow.defn(name="ExportWorkflow")
@@ -27,7 +27,7 @@ class ExportWorkflow:
     @workflow.run
     async def run(self, inp: ExportInput) -> ExportResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "export")
         try:
             saga.phase("writing the artifact")
             saga.push("discard_export", inp.export_id)
@@ -52,11 +52,7 @@ class ExportWorkflow:
             )
             saga.commit()
             saga.progress.points_done = saga.progress.points_total = result.points
-            saga.phase("done")
+            saga.done()
             return result
         except BaseException as err:
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)

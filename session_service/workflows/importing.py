@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import Saga
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -42,7 +42,7 @@ class ImportWorkflow:
     @workflow.run
     async def run(self, inp: ImportInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "import")
         try:
             if inp.staged:  # the staging file goes, whatever happens (undone last)
                 saga.push("delete_artifact", inp.artifact_key)
@@ -98,11 +98,7 @@ class ImportWorkflow:
             saga.commit()
             if inp.staged:
                 await saga.final_step("delete_artifact", inp.artifact_key)
-            saga.phase("done")
+            saga.done()
             return result
         except BaseException as err:
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)

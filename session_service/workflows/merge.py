@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import Saga
 
 
 @workflow.defn(name="MergeWorkflow")
@@ -36,7 +36,7 @@ class MergeWorkflow:
     @workflow.run
     async def run(self, inp: MergeInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "merge")
         target = collection_name_for(inp.target_id)
         try:
             saga.phase("locking sources")
@@ -112,11 +112,7 @@ class MergeWorkflow:
                 SessionModel,
             )
             saga.commit()
-            saga.phase("done")
+            saga.done()
             return result
         except BaseException as err:
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)

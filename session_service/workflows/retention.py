@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         RetentionTotals,
     )
     from session_service.workflows.delete import DeleteWorkflow
-    from session_service.workflows.saga import NO_ARG, Saga, refusal
+    from session_service.workflows.saga import NO_ARG, Saga
 
 MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
@@ -63,7 +63,7 @@ class RetentionWorkflow:
     @workflow.run
     async def run(self, inp: RetentionInput) -> RetentionResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "cleanup")
         saga.progress.sessions_done = inp.totals.processed
         rules = inp.rules
         if rules is None:
@@ -88,18 +88,12 @@ class RetentionWorkflow:
             await saga.final_step("forget_archived", op)
             return self._done(saga, state, rules, "Cleanup completed")
         except BaseException as err:
-            if isinstance(err, workflow.ContinueAsNewError):
-                raise
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)
 
     def _done(
         self, saga: Saga, state: RetentionInput, rules: RetentionRules, message: str
     ) -> RetentionResult:
-        saga.phase("done")
+        saga.done()
         return RetentionResult(
             message=message,
             cleanup_stats=stats(state.totals, state.dry_run),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from session_service.metrics import OPERATION_DURATION, OPERATIONS_FINISHED
     from session_service.operation_types import ERROR_STATUS, ErrorType, Progress, StepOptions
 
 T = TypeVar("T")
@@ -45,10 +46,12 @@ UNTIL_DONE = RetryPolicy(
 
 
 class Saga:
-    """Calls activities by name, keeps the undo stack and the operation's progress."""
+    """Calls activities by name, keeps the undo stack and the operation's progress, and
+    reports how the operation ended."""
 
-    def __init__(self, options: StepOptions) -> None:
+    def __init__(self, options: StepOptions, kind: str) -> None:
         self.options = options
+        self.kind = kind
         self.progress = Progress()
         self._undo: list[tuple[str, Any]] = []
 
@@ -131,6 +134,33 @@ class Saga:
                     type="CompensationFailed",
                     non_retryable=True,
                 ) from exc
+
+    # endings
+
+    def done(self) -> None:
+        self.phase("done")
+        self._outcome("succeeded")
+
+    async def fail(self, err: BaseException) -> NoReturn:
+        """Undo, count, and end with the error the operation deserves."""
+        if isinstance(err, workflow.ContinueAsNewError):
+            raise err
+        await self.compensate(err)
+        self._outcome("cancelled" if is_cancelled_exception(err) else "failed")
+        final = refusal(err)
+        if final is err:
+            raise err
+        raise final from err
+
+    def _outcome(self, status: str) -> None:
+        meter = workflow.metric_meter()
+        labels = {"kind": self.kind, "status": status}
+        meter.create_counter(OPERATIONS_FINISHED, "Operations finished, by kind and status").add(
+            1, labels
+        )
+        meter.create_histogram_timedelta(
+            OPERATION_DURATION, "Run time of an operation, by kind and status", "duration"
+        ).record(workflow.now() - workflow.info().start_time, labels)
 
 
 def refusal(err: BaseException) -> BaseException:

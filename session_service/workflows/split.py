@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga, refusal
+    from session_service.workflows.saga import Saga
 
 
 @workflow.defn(name="SplitWorkflow")
@@ -38,7 +38,7 @@ class SplitWorkflow:
     @workflow.run
     async def run(self, inp: SplitInput) -> SplitResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options)
+        saga = self.saga = Saga(inp.options, "split")
         try:
             saga.phase("locking the source")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.source_id]))
@@ -125,7 +125,7 @@ class SplitWorkflow:
             else:
                 await saga.step("finish_split", finish)
             saga.commit()
-            saga.phase("done")
+            saga.done()
             return SplitResult(
                 new_sessions=[p.session_id for p in parts],
                 assigned_points=sum(p.points for p in parts),
@@ -134,8 +134,4 @@ class SplitWorkflow:
                 skipped_parts=skipped_parts,
             )
         except BaseException as err:
-            await saga.compensate(err)
-            final = refusal(err)
-            if final is err:
-                raise
-            raise final from err
+            await saga.fail(err)

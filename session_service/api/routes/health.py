@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from session_service import __version__
 from session_service.api.deps import RuntimeDep
+from session_service.metrics import CONTENT_TYPE, render
 from session_service.models import HealthStatus
 
 router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics of the service and of the Temporal SDK in this process."""
+    return Response(await render(runtime.sdk_metrics), media_type=CONTENT_TYPE)
 
 
 @router.get("/health", response_model=HealthStatus, responses={503: {"model": HealthStatus}})

@@ -1,0 +1,104 @@
+"""/metrics moves with requests and operations; logs carry request and operation ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import httpx
+import pytest
+
+from session_service import logs
+from tests.conftest import Factory
+from tests.test_operations import seeded
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_requests_operations_and_points(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    before = (await client.get("/metrics")).text
+    a = await seeded(make, list(range(30)), tag="a")
+    b = await seeded(make, list(range(30, 50)), tag="b")
+    await client.get(f"/sessions/{a['id']}")
+    await client.get("/sessions/00000000-0000-4000-8000-000000000000")
+    r = await client.post("/sessions/merge", json={"source_session_ids": [a["id"], b["id"]]})
+    assert r.status_code == 200
+    after = await client.get("/metrics")
+    assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
+    text = after.text
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    route = "/sessions/{session_id}"
+    assert (
+        moved("session_service_http_requests_total", method="GET", route=route, status="200") == 1
+    )
+    assert (
+        moved("session_service_http_requests_total", method="GET", route=route, status="404") == 1
+    )
+    assert (
+        moved("session_service_http_request_duration_seconds_count", method="GET", route=route) == 2
+    )
+    assert moved("session_service_operations_started_total", kind="merge") == 1
+    assert moved("session_service_operations_finished_total", kind="merge", status="succeeded") == 1
+    assert (
+        moved("session_service_operation_duration_seconds_count", kind="merge", status="succeeded")
+        == 1
+    )
+    assert moved("session_service_points_moved_total", step="copy_points") == 50
+    assert "temporal_worker_task_slots_available" in text  # the SDK's own worker metrics
+    assert "session_id=" not in text  # no session ids as labels
+
+
+async def test_request_id_is_honoured_returned_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    r = await client.get("/sessions", headers={"X-Request-Id": "req-42"})
+    assert r.headers["x-request-id"] == "req-42"
+    made = (await client.get("/sessions")).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    lines = [rec.msg for rec in caplog.records if rec.name == "session_service.http"]
+    assert any(isinstance(m, dict) and m.get("request_id") == "req-42" for m in lines)
+
+
+async def test_operation_logs_carry_operation_and_session_ids(
+    client: httpx.AsyncClient, make: Factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(json_logs=True)
+    try:
+        a = await seeded(make, [1], tag="a")
+        b = await seeded(make, [2], tag="b")
+        r = await client.post(
+            "/sessions/merge",
+            json={"source_session_ids": [a["id"], b["id"]]},
+            headers={"X-Request-Id": "merge-req"},
+        )
+        op_id = r.headers["Operation-Id"]
+    finally:
+        out = capsys.readouterr().out
+        logs.configure(json_logs=False)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    started = [e for e in events if e.get("event") == "operation started"]
+    assert started and started[0]["operation_id"] == op_id
+    assert started[0]["request_id"] == "merge-req"
+    assert a["id"] in started[0]["session_ids"]
+    request = [
+        e for e in events if e.get("event") == "request" and e.get("path") == "/sessions/merge"
+    ]
+    assert request and request[0]["status"] == 200 and request[0]["request_id"] == "merge-req"
