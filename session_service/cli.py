@@ -1,4 +1,5 @@
-"""``session-service``: dev (the whole embedded stack), api, worker, migrate."""
+"""``session-service``: dev (the whole embedded stack), api, worker, migrate, and the
+operator commands ``sessions`` and ``ops``."""
 
 from __future__ import annotations
 
@@ -189,14 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help=cmd_migrate.__doc__)
     mig.set_defaults(func=cmd_migrate)
+
+    from session_service.operator_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    json_logs = (settings.log_format or ("console" if args.command == "dev" else "json")) == "json"
-    logs.configure(json_logs=json_logs, level=settings.log_level)
+    if args.command in ("dev", "api", "worker", "migrate"):
+        settings = Settings()
+        default = "console" if args.command == "dev" else "json"
+        logs.configure(
+            json_logs=(settings.log_format or default) == "json", level=settings.log_level
+        )
     code: int = args.func(args)
     return code
 
