@@ -45,13 +45,10 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
     sharing the one Qdrant client that local mode allows."""
     from session_service.api.app import create_app
     from session_service.runtime import Runtime
-    from session_service.worker import build_worker, prepare
+    from session_service.worker import worker_for
 
     runtime = await Runtime.open(settings)
     try:
-        if with_worker:
-            for made in await prepare(runtime.temporal, settings, runtime.repo):
-                log.info("created", what=made)
         app = create_app(settings, runtime)
         config = uvicorn.Config(
             app, host=host, port=port, access_log=False, lifespan="on", log_config=None
@@ -60,14 +57,7 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         if not with_worker:
             await server.serve()
             return
-        worker = build_worker(
-            runtime.temporal,
-            settings.temporal_task_queue,
-            runtime.repo,
-            runtime.vectors,
-            runtime.artifacts,
-        )
-        async with worker:
+        async with await worker_for(runtime):
             await server.serve()
     finally:
         await runtime.close()
@@ -75,24 +65,15 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
 
 async def _work(settings: Settings) -> None:
     from session_service.runtime import Runtime
-    from session_service.worker import build_worker, prepare
+    from session_service.worker import worker_for
 
     runtime = await Runtime.open(settings, run_migrations=False)
-    for made in await prepare(runtime.temporal, settings, runtime.repo):
-        log.info("created", what=made)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        worker = build_worker(
-            runtime.temporal,
-            settings.temporal_task_queue,
-            runtime.repo,
-            runtime.vectors,
-            runtime.artifacts,
-        )
-        async with worker:
+        async with await worker_for(runtime):
             log.info("worker polling", task_queue=settings.temporal_task_queue)
             await stop.wait()
     finally:

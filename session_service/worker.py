@@ -17,6 +17,7 @@ from temporalio.worker import (
 from session_service import logs, schedule
 from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
@@ -122,4 +123,17 @@ def build_worker(
         activities=list(by_name.values()),
         max_concurrent_activities=max_concurrent_activities,
         interceptors=[LogContext()],
+    )
+
+
+async def worker_for(runtime: Runtime) -> Worker:
+    """A worker on the runtime's clients, after preparing the cluster for it."""
+    for made in await prepare(runtime.temporal, runtime.settings, runtime.repo):
+        log.info("created", what=made)
+    return build_worker(
+        runtime.temporal,
+        runtime.settings.temporal_task_queue,
+        runtime.repo,
+        runtime.vectors,
+        runtime.artifacts,
     )

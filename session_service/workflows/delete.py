@@ -11,25 +11,17 @@ with workflow.unsafe.imports_passed_through():
         DeleteRowInput,
         LockInput,
         LockResult,
-        Progress,
         UnlockInput,
     )
-    from session_service.workflows.saga import Saga
+    from session_service.workflows.saga import SagaWorkflow
 
 
 @workflow.defn(name="DeleteWorkflow")
-class DeleteWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class DeleteWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: DeleteInput) -> DeleteResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "delete")
+        saga = self.begin(inp.options, "delete")
         try:
             saga.phase("locking the session")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.session_id]))

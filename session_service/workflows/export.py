@@ -9,25 +9,17 @@ with workflow.unsafe.imports_passed_through():
         ExportInput,
         ExportRecordInput,
         ExportResult,
-        Progress,
         WriteExportInput,
     )
-    from session_service.workflows.saga import Saga
+    from session_service.workflows.saga import SagaWorkflow
 
 
 @workflow.defn(name="ExportWorkflow")
-class ExportWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class ExportWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: ExportInput) -> ExportResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "export")
+        saga = self.begin(inp.options, "export")
         try:
             saga.phase("writing the artifact")
             saga.push("discard_export", inp.export_id)

@@ -20,10 +20,9 @@ with workflow.unsafe.imports_passed_through():
         ImportInput,
         ImportPointsInput,
         NewSessionInput,
-        Progress,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga
+    from session_service.workflows.saga import SagaWorkflow
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -31,18 +30,11 @@ def _text(value: object, limit: int) -> str | None:
 
 
 @workflow.defn(name="ImportWorkflow")
-class ImportWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class ImportWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: ImportInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "import")
+        saga = self.begin(inp.options, "import")
         try:
             if inp.staged:  # the staging file goes, whatever happens (undone last)
                 saga.push("delete_artifact", inp.artifact_key)

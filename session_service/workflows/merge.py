@@ -17,26 +17,18 @@ with workflow.unsafe.imports_passed_through():
         LockResult,
         MergeInput,
         NewSessionInput,
-        Progress,
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga
+    from session_service.workflows.saga import SagaWorkflow
 
 
 @workflow.defn(name="MergeWorkflow")
-class MergeWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class MergeWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: MergeInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "merge")
+        saga = self.begin(inp.options, "merge")
         target = collection_name_for(inp.target_id)
         try:
             saga.phase("locking sources")

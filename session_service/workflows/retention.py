@@ -22,14 +22,13 @@ with workflow.unsafe.imports_passed_through():
         EvaluateInput,
         EvaluateResult,
         PolicyLoad,
-        Progress,
         RetentionInput,
         RetentionResult,
         RetentionRules,
         RetentionTotals,
     )
     from session_service.workflows.delete import DeleteWorkflow
-    from session_service.workflows.saga import NO_ARG, Saga
+    from session_service.workflows.saga import NO_ARG, Saga, SagaWorkflow
 
 MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
@@ -52,18 +51,11 @@ def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
 
 
 @workflow.defn(name="RetentionWorkflow")
-class RetentionWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class RetentionWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: RetentionInput) -> RetentionResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "cleanup")
+        saga = self.begin(inp.options, "cleanup")
         saga.progress.sessions_done = inp.totals.processed
         rules = inp.rules
         if rules is None:

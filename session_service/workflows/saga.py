@@ -163,6 +163,20 @@ class Saga:
         ).record(workflow.now() - workflow.info().start_time, labels)
 
 
+class SagaWorkflow:
+    """What every operation's workflow shares: its saga and the ``progress`` query."""
+
+    saga: Saga | None = None
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self.saga.progress if self.saga else Progress()
+
+    def begin(self, options: StepOptions, kind: str) -> Saga:
+        self.saga = Saga(options, kind)
+        return self.saga
+
+
 def refusal(err: BaseException) -> BaseException:
     """The error the workflow should end with: a business refusal keeps its type."""
     cause = err.cause if isinstance(err, ActivityError) else None
@@ -171,4 +185,4 @@ def refusal(err: BaseException) -> BaseException:
     return err
 
 
-__all__ = ["ErrorType", "Saga", "refusal"]
+__all__ = ["ErrorType", "Saga", "SagaWorkflow", "refusal"]

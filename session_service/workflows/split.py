@@ -14,7 +14,6 @@ with workflow.unsafe.imports_passed_through():
         LockInput,
         LockResult,
         NewSessionInput,
-        Progress,
         RemoveInput,
         RemoveResult,
         SplitInput,
@@ -23,22 +22,15 @@ with workflow.unsafe.imports_passed_through():
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import Saga
+    from session_service.workflows.saga import SagaWorkflow
 
 
 @workflow.defn(name="SplitWorkflow")
-class SplitWorkflow:
-    def __init__(self) -> None:
-        self.saga: Saga | None = None
-
-    @workflow.query
-    def progress(self) -> Progress:
-        return self.saga.progress if self.saga else Progress()
-
+class SplitWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: SplitInput) -> SplitResult:
         op = workflow.info().workflow_id
-        saga = self.saga = Saga(inp.options, "split")
+        saga = self.begin(inp.options, "split")
         try:
             saga.phase("locking the source")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.source_id]))
