@@ -46,6 +46,15 @@ class CollectionParams:
     points_count: int
 
 
+def _stored(record: models.Record) -> StoredPoint:
+    vector = record.vector
+    return StoredPoint(
+        id=record.id if isinstance(record.id, int) else str(record.id),
+        vector=list(vector) if isinstance(vector, list) else None,  # type: ignore[arg-type]
+        payload=record.payload,
+    )
+
+
 def collection_name_for(session_id: str) -> str:
     return f"session_{uuid.UUID(session_id).hex}"
 
@@ -155,15 +164,7 @@ class VectorStore:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        points = [
-            StoredPoint(
-                id=r.id if isinstance(r.id, int) else str(r.id),
-                vector=list(r.vector) if isinstance(r.vector, list) else None,  # type: ignore[arg-type]
-                payload=r.payload,
-            )
-            for r in records
-        ]
-        return points, next_offset  # type: ignore[return-value]
+        return [_stored(r) for r in records], next_offset  # type: ignore[return-value]
 
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
@@ -185,14 +186,7 @@ class VectorStore:
         records = await self._run(
             self.client.retrieve, name, ids=list(ids), with_payload=True, with_vectors=with_vectors
         )
-        return [
-            StoredPoint(
-                id=r.id if isinstance(r.id, int) else str(r.id),
-                vector=list(r.vector) if isinstance(r.vector, list) else None,  # type: ignore[arg-type]
-                payload=r.payload,
-            )
-            for r in records
-        ]
+        return [_stored(r) for r in records]
 
     async def existing_ids(self, name: str, ids: Sequence[PointId]) -> set[PointId]:
         def find() -> set[PointId]:
