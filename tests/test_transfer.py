@@ -398,3 +398,30 @@ async def test_upload_larger_than_the_body_limit(client: httpx.AsyncClient) -> N
     assert r.status_code == 200, r.text
     col = (await client.get(f"/sessions/{r.json()['id']}/collection")).json()
     assert col["points_count"] == 120
+
+
+async def test_exports_follow_session_access(client: httpx.AsyncClient, make: Factory) -> None:
+    alice, bob = Factory.user(), Factory.user()
+    s = await seeded(make, [1, 2], tag="a", owner=alice)
+    r = await client.post(f"/sessions/{s['id']}/exports", headers={"X-User-Id": alice})
+    assert r.status_code == 200, r.text
+    export_id = r.json()["export_id"]
+    for path in (f"/exports/{export_id}", f"/exports/{export_id}/download"):
+        assert (await client.get(path, headers={"X-User-Id": alice})).status_code == 200
+        assert (await client.get(path, headers={"X-User-Id": bob})).status_code == 404
+    mine = await client.get("/exports", params={"session_id": s["id"]}, headers={"X-User-Id": bob})
+    assert mine.json() == []
+    assert (
+        await client.post(f"/sessions/{s['id']}/exports", headers={"X-User-Id": bob})
+    ).status_code == 404
+    r = await client.post(
+        "/sessions/import", json={"export_id": export_id}, headers={"X-User-Id": bob}
+    )
+    assert r.status_code == 404
+    assert (
+        await client.delete(f"/exports/{export_id}", headers={"X-User-Id": bob})
+    ).status_code == 404
+    r = await client.post(
+        "/sessions/import", json={"export_id": export_id}, headers={"X-User-Id": alice}
+    )
+    assert r.status_code == 200 and r.json()["owner_id"] == alice
