@@ -162,7 +162,10 @@ class TransferService:
         return row, str(self.store.path(final_key(export_id)))
 
     async def delete_export(self, actor: Actor, export_id: str) -> None:
+        """Deleting needs ``write`` on the session (or being the export's owner)."""
         row = await self._visible_export(actor, export_id)
+        if not actor.trusted and row["owner_id"] != actor.user_id:
+            await self.sessions.load(actor, row["session_id"], Permission.write)
         if row["status"] != "ready":
             raise Conflict(f"export {export_id} is still being written; cancel its operation")
         self.store.delete(final_key(export_id))
