@@ -527,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m bench.merge " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = ".venv/bin/python -m bench.merge " + " ".join(sys.argv[1:] if argv is None else argv)
     # a short path keeps the Postgres socket inside the data dir
     workdir = Path(tempfile.mkdtemp(prefix="ssmerge-", dir="/tmp"))
     log(f"working in {workdir}")
