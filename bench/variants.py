@@ -99,7 +99,7 @@ async def async_sessions(request: Request) -> Any:
 async def async_actor(x_user_id: Annotated[str | None, Header()] = None) -> Actor:
     from session_service.api import deps
 
-    return deps.get_actor(x_user_id)
+    return await deps.get_actor(x_user_id)
 
 
 def use_async_dependencies() -> None:

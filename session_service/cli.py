@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,17 @@ from session_service import logs
 from session_service.settings import Settings
 
 log = logs.get("session_service")
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything allocated at start-up out of the garbage collector's reach.
+
+    FastAPI, Temporal and Qdrant's clients leave ~160,000 long-lived objects;
+    without this, every full collection walks them all and stalls each request
+    in flight for tens of milliseconds (the API benchmark's p99).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _Server(uvicorn.Server):
@@ -55,9 +67,11 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         )
         server = _Server(config)
         if not with_worker:
+            _freeze_startup_heap()
             await server.serve()
             return
         async with await worker_for(runtime):
+            _freeze_startup_heap()
             await server.serve()
     finally:
         await runtime.close()
@@ -74,6 +88,7 @@ async def _work(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with await worker_for(runtime):
+            _freeze_startup_heap()
             log.info("worker polling", task_queue=settings.temporal_task_queue)
             await stop.wait()
     finally:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from session_service.access import Actor, require
+from session_service.coalescing import StatsCoalescer
 from session_service.errors import Conflict, Forbidden, Locked, Unprocessable
 from session_service.models import (
     CollectionInfo,
@@ -43,6 +44,8 @@ class SessionService:
     def __init__(self, repo: SessionRepository, vectors: VectorStore) -> None:
         self.repo = repo
         self.vectors = vectors
+        # late-bound, so the repository can be swapped or wrapped (fault injection)
+        self._stats = StatsCoalescer(lambda *args: self.repo.increment_stats(*args))
 
     async def load(self, actor: Actor, session_id: str, needed: Permission) -> SessionRecord:
         session = await self.repo.get(session_id)
@@ -185,7 +188,7 @@ class SessionService:
         if not actor.trusted:
             await self.load(actor, session_id, Permission.write)
         deltas = body.model_dump(exclude={"metadata"}, exclude_none=True)
-        await self.repo.increment_stats(session_id, deltas, body.metadata)
+        await self._stats.add(session_id, deltas, body.metadata)
 
     async def record_model(
         self, actor: Actor, session_id: str, model_type: ModelType, model_name: str

@@ -102,3 +102,29 @@ async def test_operation_logs_carry_operation_and_session_ids(
         e for e in events if e.get("event") == "request" and e.get("path") == "/sessions/merge"
     ]
     assert request and request[0]["status"] == 200 and request[0]["request_id"] == "merge-req"
+
+
+async def test_routine_counter_writes_log_at_debug_and_failures_at_info(
+    client: httpx.AsyncClient, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The processing services send stats by the thousand: a fast 200 is a DEBUG line,
+    while a refused one is still an INFO line an operator sees."""
+    s = await make.session()
+    caplog.set_level(logging.INFO)
+    ok = await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1})
+    bad = await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": "many"})
+    assert (ok.status_code, bad.status_code) == (200, 422)
+
+    def logged() -> list[dict[str, object]]:
+        return [
+            r.msg
+            for r in caplog.records
+            if r.name == "session_service.http" and isinstance(r.msg, dict)
+        ]
+
+    statuses = [m["status"] for m in logged() if m.get("session_id") == s["id"]]
+    assert statuses == [422]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1})
+    assert [m["status"] for m in logged() if m.get("session_id") == s["id"]] == [200]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -205,6 +206,58 @@ async def test_400_concurrent_stats_calls_add_up_exactly(
     stats = (await client.get(f"/sessions/{s['id']}")).json()["processing_stats"]
     assert stats["urls_processed"] == 400
     assert stats["content_analyzed"] == 800
+
+
+async def test_every_concurrent_stats_call_bumps_the_etag(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    """Coalesced increments still count each request in ``version``, so an ETag taken
+    before a burst is stale after it and the burst's size shows in the version."""
+    s = await make.session()
+    before = int((await client.get(f"/sessions/{s['id']}")).headers["etag"].strip('"'))
+    codes = await asyncio.gather(
+        *(
+            client.put(f"/sessions/{s['id']}/stats", json={"clusters_generated": 1})
+            for _ in range(150)
+        )
+    )
+    assert [r.status_code for r in codes] == [200] * 150
+    r = await client.get(f"/sessions/{s['id']}")
+    assert int(r.headers["etag"].strip('"')) == before + 150
+    assert r.json()["processing_stats"]["clusters_generated"] == 150
+
+
+async def test_one_oversized_metadata_in_a_burst_fails_only_its_caller(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime, monkeypatch: Any
+) -> None:
+    """A slow database makes the burst coalesce; the merged metadata then breaks the
+    96 KiB row limit because of one caller, and only that caller gets the 422."""
+    s = await make.session(metadata={"bulk": "x" * 60_000})
+    real = runtime.repo.increment_stats
+    updates: list[int] = []
+
+    async def slow(*args: Any) -> None:
+        updates.append(args[3])
+        await asyncio.sleep(0.05)
+        await real(*args)
+
+    monkeypatch.setattr(runtime.repo, "increment_stats", slow)
+    small = [
+        client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1, "metadata": {"k": i}})
+        for i in range(40)
+    ]
+    big = client.put(
+        f"/sessions/{s['id']}/stats",
+        json={"urls_processed": 1000, "metadata": {"big": "y" * 40_000}},
+    )
+    answers = await asyncio.gather(*small[:20], big, *small[20:])
+    codes = [r.status_code for r in answers]
+    assert codes[20] == 422 and "metadata" in answers[20].json()["detail"]
+    assert codes[:20] + codes[21:] == [200] * 40
+    assert max(updates) > 1, "the burst was not coalesced; the test proves nothing"
+    body = (await client.get(f"/sessions/{s['id']}")).json()
+    assert body["processing_stats"]["urls_processed"] == 40
+    assert "big" not in body["metadata"] and body["metadata"]["k"] in range(40)
 
 
 async def test_model_usage(client: httpx.AsyncClient, make: Factory) -> None:

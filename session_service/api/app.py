@@ -16,6 +16,7 @@ from session_service.api.middleware import (
 )
 from session_service.api.routes import (
     compare,
+    counters,
     exports,
     health,
     operations,
@@ -55,6 +56,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.runtime = runtime
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(counters.router)  # the hot writes, matched first
     # Static /sessions/... paths first, so that /sessions/{id} does not shadow them.
     app.include_router(policy.router)
     app.include_router(compare.router)

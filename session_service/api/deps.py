@@ -1,4 +1,8 @@
-"""``Annotated`` dependency aliases that keep route signatures short."""
+"""``Annotated`` dependency aliases that keep route signatures short.
+
+Every dependency is ``async def``: none does I/O, and FastAPI runs a plain
+``def`` dependency in the thread pool, one hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,17 @@ from session_service.runtime import Runtime
 from session_service.sessions import SessionService
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_sessions(request: Request) -> SessionService:
-    return get_runtime(request).sessions
+async def get_sessions(request: Request) -> SessionService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.sessions
 
 
-def get_actor(
+async def get_actor(
     x_user_id: Annotated[
         str | None,
         Header(description="Acting user, set by the API gateway; absent for platform services."),
@@ -34,7 +39,7 @@ def get_actor(
     return Actor(user_id=x_user_id)
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(description="Repeat a POST with the same key to get the same result once."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -124,6 +125,22 @@ class _TooLarge(BaseException):  # noqa: N818 - passes through FastAPI's body pa
     pass
 
 
+QUIET_SUFFIXES = ("/stats", "/model-usage")
+_LOGGED_PARAMS = ("session_id", "operation_id", "export_id")
+SLOW_SECONDS = 1.0
+
+
+def _routine(scope: Scope, status: int, seconds: float) -> bool:
+    """A fast, successful counter write: the processing services send these by the
+    thousand, so they are logged at DEBUG (the HTTP metrics still count them)."""
+    return (
+        scope["method"] == "PUT"
+        and status < 400
+        and seconds < SLOW_SECONDS
+        and scope["path"].endswith(QUIET_SUFFIXES)
+    )
+
+
 class RequestContextMiddleware:
     """Honour or make an ``X-Request-Id``, put it (and the session id of the path) on every
     log line written while the request runs, return it, and log the request once."""
@@ -131,6 +148,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.log = logs.get("session_service.http")
+        self.stdlib = logging.getLogger("session_service.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,18 +173,22 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, tagged)
             finally:
-                params = scope.get("path_params") or {}
-                extra = {
-                    k: v
-                    for k, v in params.items()
-                    if k in ("session_id", "operation_id", "export_id")
-                }
-                if scope["path"] not in ("/health", "/metrics"):
-                    self.log.info(
-                        "request",
-                        method=scope["method"],
-                        path=scope["path"],
-                        status=status,
-                        duration_ms=round((time.perf_counter() - start) * 1000, 1),
-                        **extra,
-                    )
+                self._log(scope, status, time.perf_counter() - start)
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        if scope["path"] in ("/health", "/metrics"):
+            return
+        level = logging.DEBUG if _routine(scope, status, seconds) else logging.INFO
+        if not self.stdlib.isEnabledFor(level):  # before structlog renders anything
+            return
+        params = scope.get("path_params") or {}
+        extra = {k: v for k, v in params.items() if k in _LOGGED_PARAMS}
+        self.log.log(
+            level,
+            "request",
+            method=scope["method"],
+            path=scope["path"],
+            status=status,
+            duration_ms=round(seconds * 1000, 1),
+            **extra,
+        )

@@ -228,18 +228,20 @@ class SessionRepository:
         *,
         if_version: int | None = None,
         conn: Conn | None = None,
+        changes: int = 1,
     ) -> None:
         """Run ``UPDATE sessions SET <assignments>`` on an unlocked session.
 
         ``$1`` is the session id; ``args`` continue from ``$2``. Every change
-        bumps ``version`` (the ETag) and ``updated_at`` (last activity).
+        bumps ``version`` (the ETag; by ``changes`` when one UPDATE carries
+        several requests) and ``updated_at`` (last activity).
         """
         sid = _uuid(session_id)
+        all_args: list[Any] = [sid, *args, changes]
         sql = (
-            f"UPDATE sessions SET {assignments}, version = version + 1, updated_at = now() "
-            "WHERE id = $1 AND locked_by IS NULL"
+            f"UPDATE sessions SET {assignments}, version = version + ${len(all_args)}::int, "
+            "updated_at = now() WHERE id = $1 AND locked_by IS NULL"
         )
-        all_args: list[Any] = [sid, *args]
         if if_version is not None:
             all_args.append(if_version)
             sql += f" AND version = ${len(all_args)}"
@@ -300,8 +302,13 @@ class SessionRepository:
             return await self.get(session_id, conn)
 
     async def increment_stats(
-        self, session_id: str, deltas: dict[str, int], metadata: dict[str, Any] | None
+        self,
+        session_id: str,
+        deltas: dict[str, int],
+        metadata: dict[str, Any] | None,
+        requests: int = 1,
     ) -> None:
+        """Add ``deltas`` to the counters; ``requests`` is how many API calls they sum."""
         parts = [f"{c} = {c} + ${i + 2}" for i, c in enumerate(_STAT_COLUMNS)]
         args: list[Any] = [int(deltas.get(c) or 0) for c in _STAT_COLUMNS]
         args.append(metadata or {})
@@ -310,7 +317,7 @@ class SessionRepository:
             " || jsonb_build_object('last_stats_update', to_jsonb(now()))"
         )
         parts.append("last_processing_time = now()")
-        await self._mutate(session_id, ", ".join(parts), args)
+        await self._mutate(session_id, ", ".join(parts), args, changes=requests)
 
     async def record_model_usage(
         self, session_id: str, model_type: ModelType, model_name: str

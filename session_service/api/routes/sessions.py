@@ -9,20 +9,18 @@ from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep, Sessions
 from session_service.api.prefer import respond
-from session_service.errors import BadRequest, PreconditionFailed
+from session_service.errors import PreconditionFailed
 from session_service.models import (
     MAX_PAGE,
     Collaborators,
     DeleteResult,
     Message,
-    ModelType,
     Permission,
     SessionCreate,
     SessionModel,
     SessionStatus,
     SessionUpdate,
     ShareRequest,
-    StatsUpdate,
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -171,29 +169,3 @@ async def collaborators(session_id: str, sessions: Sessions, actor: CurrentActor
 async def get_stats(session_id: str, sessions: Sessions, actor: CurrentActor) -> dict[str, Any]:
     """Counters, model usage, collection size, age and sharing."""
     return await sessions.stats(actor, session_id)
-
-
-@router.put("/{session_id}/stats", response_model=Message)
-async def put_stats(
-    session_id: str, body: StatsUpdate, sessions: Sessions, actor: CurrentActor
-) -> Message:
-    """Increment counters atomically; merge ``metadata``."""
-    await sessions.add_stats(actor, session_id, body)
-    return Message(message="Session statistics updated")
-
-
-@router.put("/{session_id}/model-usage", response_model=Message)
-async def put_model_usage(
-    session_id: str,
-    sessions: Sessions,
-    actor: CurrentActor,
-    model_type: Annotated[str, Query(description="llm or embedding")],
-    model_name: Annotated[str, Query(min_length=1, max_length=200)],
-) -> Message:
-    """Record that a model was used (added once to its list; ``model_switches`` + 1)."""
-    try:
-        kind = ModelType(model_type)
-    except ValueError:
-        raise BadRequest(f"model_type must be 'llm' or 'embedding', not {model_type!r}") from None
-    await sessions.record_model(actor, session_id, kind, model_name)
-    return Message(message=f"Recorded {kind.value} model {model_name}")
