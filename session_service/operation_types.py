@@ -321,6 +321,7 @@ class RetentionInput(BaseModel):
     pages_per_run: int = 10
     delete_concurrency: int = Field(4, ge=1)  # DeleteWorkflow children at once
     delete_batch_size: int = Field(200, ge=1)  # sessions per child
+    ids_listed: int = Field(1000, ge=0)  # a dry run lists at most this many ids of each kind
     options: StepOptions = Field(default_factory=StepOptions)
 
 

@@ -1,5 +1,5 @@
-"""Retention: every rule against sessions whose timestamps are set in the database, dry runs,
-paging with continue-as-new, batched deletes (a failing drop, a failing
+"""Retention: every rule against sessions whose timestamps are set in the database, dry runs
+(capped id lists), paging with continue-as-new, batched deletes (a failing drop, a failing
 batch, a session taken by another operation), replay of old and new histories, the schedule,
 and days passing in a workflow.
 
@@ -191,6 +191,7 @@ async def test_dry_run_lists_and_changes_nothing(rstack: RetentionStack) -> None
         for n in ("inactive", "shared_inactive", "too_old", "quota_3", "quota_4", "inactive_100")
     }
     assert set(stats["deleted_ids"]) == {ids["archived_old"], ids["deleted_old"]}
+    assert stats["archived_ids_truncated"] is False and stats["deleted_ids_truncated"] is False
     assert await rstack.statuses() == before
 
 
@@ -363,6 +364,25 @@ async def test_batch_delete_steps_are_retry_safe(
     await env.run(steps.delete_session_rows, rows)
     left = await rt.pool.fetch("SELECT id, locked_by FROM sessions")
     assert [(str(r["id"]), r["locked_by"]) for r in left] == [(ids[2], None)]
+
+
+async def test_dry_run_lists_are_capped_and_counts_stay_exact(rstack: RetentionStack) -> None:
+    await rule_fixture(rstack)
+    async with rstack.worker():
+        _, result = await run_direct(
+            rstack,
+            RetentionInput(
+                rules=RetentionRules(**POLICY),
+                dry_run=True,
+                ids_listed=1,
+                page_size=3,
+                pages_per_run=2,
+            ),
+        )
+    stats = result["cleanup_stats"]
+    assert stats["archived_count"] == 6 and stats["deleted_count"] == 2
+    assert len(stats["archived_ids"]) == 1 and stats["archived_ids_truncated"] is True
+    assert len(stats["deleted_ids"]) == 1 and stats["deleted_ids_truncated"] is True
 
 
 async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> None:

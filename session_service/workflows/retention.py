@@ -4,7 +4,8 @@ Phase one archives (undone if the run fails or is cancelled); phase two deletes
 through DeleteWorkflow children, each a batch of a page's sessions, a few at a
 time, and can't be undone, so it is deaf to cancellation. The sweep
 continues-as-new every few pages, so its history stays bounded whatever the
-number of sessions.
+number of sessions; a dry run lists at most ``ids_listed`` ids of each kind, so
+its state does too.
 """
 
 from __future__ import annotations
@@ -50,8 +51,15 @@ def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
         out["failures"] = totals.failures
     if dry_run:
         out["archived_ids"] = totals.archived_ids
+        out["archived_ids_truncated"] = totals.archived > len(totals.archived_ids)
         out["deleted_ids"] = totals.deleted_ids
+        out["deleted_ids_truncated"] = totals.deleted > len(totals.deleted_ids)
     return out
+
+
+def listed(ids: list[str], more: list[str], cap: int) -> list[str]:
+    """The first ``cap`` ids: a dry run's lists must fit in one payload whatever the sweep."""
+    return ids + more[: max(0, cap - len(ids))]
 
 
 @workflow.defn(name="RetentionWorkflow")
@@ -122,9 +130,9 @@ class RetentionWorkflow(SagaWorkflow):
             if state.dry_run:
                 totals.skipped_locked += len(page.locked_delete)
                 totals.archived += len(page.archive)
-                totals.archived_ids += page.archive
+                totals.archived_ids = listed(totals.archived_ids, page.archive, state.ids_listed)
                 totals.deleted += len(page.delete)
-                totals.deleted_ids += page.delete
+                totals.deleted_ids = listed(totals.deleted_ids, page.delete, state.ids_listed)
             elif page.archive:
                 totals.archived += await saga.step(
                     "archive_sessions", ArchiveInput(operation_id=op, session_ids=page.archive), int
