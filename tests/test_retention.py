@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +383,25 @@ async def test_dry_run_lists_are_capped_and_counts_stay_exact(rstack: RetentionS
     assert stats["archived_count"] == 6 and stats["deleted_count"] == 2
     assert len(stats["archived_ids"]) == 1 and stats["archived_ids_truncated"] is True
     assert len(stats["deleted_ids"]) == 1 and stats["deleted_ids_truncated"] is True
+
+
+async def test_a_continued_sweep_was_created_when_its_first_run_started(
+    rstack: RetentionStack,
+) -> None:
+    for _ in range(6):
+        await rstack.session(updated_days=40)
+    rt = rstack.runtime
+    async with rstack.worker():
+        op_id, _ = await run_direct(
+            rstack, RetentionInput(rules=RetentionRules(**POLICY), page_size=2, pages_per_run=1)
+        )
+    runs = [w async for w in rt.temporal.list_workflows(f"WorkflowId = '{op_id}'")]
+    assert len(runs) >= 3
+    first = min(runs, key=lambda w: w.start_time)
+    op = (await rstack.client.get(f"/operations/{op_id}")).json()
+    assert op["status"] == "succeeded"
+    assert datetime.fromisoformat(op["created_at"]) == first.start_time
+    assert datetime.fromisoformat(op["finished_at"]) > max(w.start_time for w in runs)
 
 
 async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> None:
