@@ -13,16 +13,17 @@ would dominate and isn't what's measured), and sweeps them through the API
 * a dry run: evaluation only (pages of ``retention_page`` + the rules, carried
   across continue-as-new), the purest "sessions evaluated per second";
 * a real run over the same mix (10 % old enough to delete): archive phase, then
-  a delete phase where every permanent delete is a DeleteWorkflow child, four
-  at a time;
+  a delete phase where permanent deletes go through DeleteWorkflow children of
+  up to ``delete_batch_size`` (200) sessions each, four at a time;
 * a real run where only 1 % of sessions are old enough to delete, to separate
   the sweep's own rate from the cost of each child;
 * experiments that say what a change would buy: the real run started directly
-  with a larger ``delete_concurrency``, and a prototype workflow with one delete
-  activity per page instead of a child per session (``bench.retention_batch``);
+  with a larger ``delete_concurrency``, and the prototype workflow with one delete
+  activity per page that led to the batched children (``bench.retention_batch``);
 * dry runs at other sizes (``--compare-sessions``) and a real run at 2,000, to
   show whether the longest run's history grows with the number of sessions, and
-  a dry-run probe large enough to find where a run's carried state breaks.
+  a dry-run probe large enough to show that a run's carried state stays bounded
+  (a dry run lists at most 1,000 ids of each kind).
 
 Rate = sessions processed (``cleanup_stats.processed_count``) / (last run's
 close - first run's start), read from Temporal: ``GET /operations/{id}`` times
@@ -484,8 +485,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--probe-dry-sessions",
         type=_sizes,
         default=[200_000],
-        help="dry runs big enough to find where the ids a dry run carries outgrow Temporal's "
-        "2 MiB payload limit; their failure is reported as a finding (default 200000)",
+        help="dry runs big enough to check that the ids a dry run carries stay under Temporal's "
+        "2 MiB payload limit (they are capped); a failure is reported as a finding "
+        "(default 200000)",
     )
     p.add_argument(
         "--delete-concurrency",

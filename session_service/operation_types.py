@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from session_service.models import SessionConfiguration
 
@@ -226,13 +226,65 @@ class SplitResult(BaseModel):
 
 
 class DeleteInput(BaseModel):
-    session_id: str
+    """One session (the API: all or nothing, a refusal ends the operation), or a batch
+    (retention: each session's outcome of its own)."""
+
+    session_id: str | None = None
+    session_ids: list[str] = Field(default_factory=list)
     options: StepOptions = Field(default_factory=StepOptions)
+
+    @model_validator(mode="after")
+    def _one_or_a_batch(self) -> DeleteInput:
+        if (self.session_id is None) == (not self.session_ids):
+            raise ValueError("give either session_id or session_ids")
+        return self
 
 
 class DeleteResult(BaseModel):
     message: str
     permanent: bool = True
+
+
+class DeleteBatchResult(DeleteResult):
+    """A batch's per-session outcomes; the API never sees one (it deletes one session)."""
+
+    deleted: int = 0
+    held: list[str] = Field(default_factory=list)  # held by another operation: untouched
+    failures: list[dict[str, str]] = Field(default_factory=list)  # session_id, error
+
+
+class HeldSession(BaseModel):
+    id: str
+    collection: str
+
+
+class HoldInput(BaseModel):
+    operation_id: str
+    session_ids: list[str]
+
+
+class HoldResult(BaseModel):
+    sessions: list[HeldSession]  # now held by this operation
+    held_by_others: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+
+
+class DropCollectionsInput(BaseModel):
+    sessions: list[HeldSession]
+
+
+class DropCollectionsResult(BaseModel):
+    """Also the heartbeat checkpoint: ``dropped`` and ``failures`` cover the first
+    ``len(dropped) + len(failures)`` sessions."""
+
+    dropped: list[str] = Field(default_factory=list)
+    failures: list[dict[str, str]] = Field(default_factory=list)
+
+
+class DeleteRowsInput(BaseModel):
+    operation_id: str
+    delete_ids: list[str]  # collections dropped: rows go
+    release_ids: list[str] = Field(default_factory=list)  # drops failed: rows stay, unheld
 
 
 # retention (scheduled sweeps and POST /sessions/cleanup)
@@ -267,7 +319,9 @@ class RetentionInput(BaseModel):
     totals: RetentionTotals = Field(default_factory=RetentionTotals)
     page_size: int = 500
     pages_per_run: int = 10
-    delete_concurrency: int = 4
+    delete_concurrency: int = Field(4, ge=1)  # DeleteWorkflow children at once
+    delete_batch_size: int = Field(200, ge=1)  # sessions per child
+    ids_listed: int = Field(1000, ge=0)  # a dry run lists at most this many ids of each kind
     options: StepOptions = Field(default_factory=StepOptions)
 
 

@@ -10,12 +10,13 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -435,7 +436,7 @@ class OperationService:
             progress=progress,
             result=result,
             error=error,
-            created_at=desc.start_time,
+            created_at=await self._created_at(desc),
             finished_at=desc.close_time,
             summary=await desc.static_summary(),
             owner_id=attrs.get(OWNER_ID),
@@ -444,6 +445,20 @@ class OperationService:
                 "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
             },
         )
+
+    async def _created_at(self, desc: WorkflowExecutionDescription) -> datetime:
+        """When the operation began: its first run's start. A sweep continues-as-new, and
+        describe() answers for the latest run only."""
+        first = desc.raw_description.workflow_execution_info.first_run_id
+        if not first or first == desc.run_id:
+            return desc.start_time
+        try:
+            earliest = await self.client.get_workflow_handle(desc.id, run_id=first).describe()
+        except RPCError as exc:  # the first run's history was already deleted (retention)
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return desc.start_time
+            raise
+        return earliest.start_time
 
     async def _progress(
         self, handle: WorkflowHandle[Any, Any], status: OperationStatus

@@ -1,33 +1,49 @@
-"""Retention: every rule against sessions whose timestamps are set in the database, dry runs,
-paging with continue-as-new, a failing delete, the schedule, and days passing in a workflow.
+"""Retention: every rule against sessions whose timestamps are set in the database, dry runs
+(capped id lists), paging with continue-as-new, batched deletes (a failing drop, a failing
+batch, a session taken by another operation), replay of old and new histories, the schedule,
+and days passing in a workflow.
 
 Each test sweeps a database of its own, so counts are exact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Replayer
 
-from session_service.activities import SessionSteps
+from session_service.activities import PointSteps, SessionSteps
 from session_service.api.app import create_app
 from session_service.embedded import EmbeddedPostgres, scripts_dir
-from session_service.operation_types import LockInput, LockResult, RetentionInput, RetentionRules
+from session_service.operation_types import (
+    DeleteRowsInput,
+    DropCollectionsInput,
+    HoldInput,
+    HoldResult,
+    RetentionInput,
+    RetentionRules,
+)
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.worker import build_worker, prepare
+from session_service.workflows import ALL_WORKFLOWS
 from tests.conftest import Factory
+
+# Recorded with the code of the day (tests/histories/README.md says how).
+HISTORIES = Path(__file__).resolve().parent / "histories"
 
 POLICY = {
     "max_age_days": 365,
@@ -175,6 +191,7 @@ async def test_dry_run_lists_and_changes_nothing(rstack: RetentionStack) -> None
         for n in ("inactive", "shared_inactive", "too_old", "quota_3", "quota_4", "inactive_100")
     }
     assert set(stats["deleted_ids"]) == {ids["archived_old"], ids["deleted_old"]}
+    assert stats["archived_ids_truncated"] is False and stats["deleted_ids_truncated"] is False
     assert await rstack.statuses() == before
 
 
@@ -204,28 +221,204 @@ async def test_many_pages_continue_as_new_and_count_exactly(rstack: RetentionSta
     assert not any(i in after for i in gone)
 
 
-def refusing_lock(victim: str, rt: Runtime) -> Any:
-    real = SessionSteps(rt.repo, rt.vectors)
+async def run_direct(rs: RetentionStack, inp: RetentionInput) -> tuple[str, dict[str, Any]]:
+    """A sweep started with non-default RetentionInput fields (the API uses the defaults)."""
+    rt = rs.runtime
+    handle = await rt.temporal.start_workflow(
+        "RetentionWorkflow",
+        inp,
+        id=f"cleanup-{uuid.uuid4().hex}",
+        task_queue=rt.settings.temporal_task_queue,
+    )
+    result: dict[str, Any] = await handle.result()
+    return handle.id, result
 
-    @activity.defn(name="lock_sessions")
-    async def lock_sessions(inp: LockInput) -> LockResult:
-        if victim in inp.session_ids:
-            raise ApplicationError("injected refusal", type="Conflict", non_retryable=True)
-        return await real.lock_sessions(inp)
 
-    return lock_sessions
-
-
-async def test_a_failing_delete_does_not_lose_the_others(rstack: RetentionStack) -> None:
+async def test_a_failing_delete_does_not_lose_the_others(
+    rstack: RetentionStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One collection that can't be dropped fails its own session only, in the same batch
+    as the others: reported, its row kept and released, the others deleted."""
     doomed = [await rstack.session(status="archived", updated_days=120) for _ in range(5)]
     victim = doomed[2]
-    async with rstack.worker(refusing_lock(victim, rstack.runtime)):
+    vectors = rstack.runtime.vectors
+    bad = (await rstack.client.get(f"/sessions/{victim}")).json()["qdrant_collection_name"]
+    real_drop = vectors.drop_collection
+
+    async def drop_collection(name: str) -> None:
+        if name == bad:
+            raise RuntimeError("injected drop failure")
+        await real_drop(name)
+
+    monkeypatch.setattr(vectors, "drop_collection", drop_collection)
+    async with rstack.worker():
         r = await rstack.client.post("/sessions/cleanup", json=POLICY)
     assert r.status_code == 200, r.text
     stats = r.json()["cleanup_stats"]
     assert stats["deleted_count"] == 4 and stats["failed_count"] == 1
-    assert stats["failures"] == [{"session_id": victim, "error": "injected refusal"}]
+    assert stats["failures"] == [{"session_id": victim, "error": "injected drop failure"}]
     assert set(await rstack.statuses()) == {victim}
+    left = await rstack.runtime.pool.fetchval(
+        "SELECT locked_by FROM sessions WHERE id = $1", uuid.UUID(victim)
+    )
+    assert left is None  # released: the next sweep tries again
+    names = await vectors.collection_names()
+    assert bad in names
+    assert not any(f"session_{uuid.UUID(s).hex}" in names for s in doomed if s != victim)
+
+
+def refusing_hold(victim: str, rt: Runtime) -> Any:
+    real = SessionSteps(rt.repo, rt.vectors)
+
+    @activity.defn(name="hold_for_delete")
+    async def hold_for_delete(inp: HoldInput) -> HoldResult:
+        if victim in inp.session_ids:
+            raise ApplicationError("injected refusal", type="Conflict", non_retryable=True)
+        return await real.hold_for_delete(inp)
+
+    return hold_for_delete
+
+
+async def test_a_failing_batch_fails_its_own_sessions_only(rstack: RetentionStack) -> None:
+    """A child that fails as a whole reports each of its sessions; other batches go on."""
+    doomed = sorted(
+        [await rstack.session(status="archived", updated_days=120) for _ in range(5)],
+        key=uuid.UUID,
+    )
+    victim = doomed[2]  # batches of two in id order: the victim shares one with doomed[3]
+    async with rstack.worker(refusing_hold(victim, rstack.runtime)):
+        _, result = await run_direct(
+            rstack, RetentionInput(rules=RetentionRules(**POLICY), delete_batch_size=2)
+        )
+    stats = result["cleanup_stats"]
+    assert stats["deleted_count"] == 3 and stats["failed_count"] == 2
+    assert {f["session_id"] for f in stats["failures"]} == {victim, doomed[3]}
+    assert all(f["error"] == "injected refusal" for f in stats["failures"])
+    assert set(await rstack.statuses()) == {victim, doomed[3]}
+    held = await rstack.runtime.pool.fetch("SELECT locked_by FROM sessions")
+    assert [r["locked_by"] for r in held] == [None, None]  # the failed child let go
+
+
+def racing_hold(victim: str, rt: Runtime) -> Any:
+    """Another operation takes ``victim`` between the sweep's evaluation and its hold."""
+    real = SessionSteps(rt.repo, rt.vectors)
+
+    @activity.defn(name="hold_for_delete")
+    async def hold_for_delete(inp: HoldInput) -> HoldResult:
+        await rt.pool.execute(
+            "UPDATE sessions SET locked_by = 'merge-race' WHERE id = $1", uuid.UUID(victim)
+        )
+        return await real.hold_for_delete(inp)
+
+    return hold_for_delete
+
+
+async def test_a_session_held_by_another_operation_is_skipped_in_a_batch(
+    rstack: RetentionStack,
+) -> None:
+    doomed = [await rstack.session(status="archived", updated_days=120) for _ in range(5)]
+    victim = doomed[1]
+    victim_collection = f"session_{uuid.UUID(victim).hex}"
+    async with rstack.worker(racing_hold(victim, rstack.runtime)):
+        r = await rstack.client.post("/sessions/cleanup", json=POLICY)
+    assert r.status_code == 200, r.text
+    stats = r.json()["cleanup_stats"]
+    assert stats["deleted_count"] == 4 and stats["skipped_locked_count"] == 1
+    assert stats["failed_count"] == 0 and "failures" not in stats
+    assert set(await rstack.statuses()) == {victim}
+    holder = await rstack.runtime.pool.fetchval(
+        "SELECT locked_by FROM sessions WHERE id = $1", uuid.UUID(victim)
+    )
+    assert holder == "merge-race"  # untouched: still its holder's
+    assert victim_collection in await rstack.runtime.vectors.collection_names()
+
+
+async def test_batch_delete_steps_are_retry_safe(
+    rstack: RetentionStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step of a batch delete repeated (as a retry would) changes nothing more, and a
+    retried drop resumes after the sessions its last heartbeat covered."""
+    rt = rstack.runtime
+    ids = [await rstack.session(status="archived", updated_days=120) for _ in range(3)]
+    steps, points = SessionSteps(rt.repo, rt.vectors), PointSteps(rt.vectors)
+    env = ActivityEnvironment()
+    hold = HoldInput(operation_id="delete-test", session_ids=ids)
+    first = await env.run(steps.hold_for_delete, hold)
+    assert await env.run(steps.hold_for_delete, hold) == first
+    assert [h.id for h in first.sessions] == ids
+    dropped: list[str] = []
+    real_drop = rt.vectors.drop_collection
+
+    async def drop_collection(name: str) -> None:
+        dropped.append(name)
+        await real_drop(name)
+
+    monkeypatch.setattr(rt.vectors, "drop_collection", drop_collection)
+    env.info = dataclasses.replace(
+        env.info, heartbeat_details=[{"dropped": [ids[0]], "failures": []}]
+    )
+    done = await env.run(points.drop_collections, DropCollectionsInput(sessions=first.sessions))
+    assert done.dropped == ids and dropped == [h.collection for h in first.sessions[1:]]
+    rows = DeleteRowsInput(operation_id="delete-test", delete_ids=ids[:2], release_ids=ids[2:])
+    await env.run(steps.delete_session_rows, rows)
+    await env.run(steps.delete_session_rows, rows)
+    left = await rt.pool.fetch("SELECT id, locked_by FROM sessions")
+    assert [(str(r["id"]), r["locked_by"]) for r in left] == [(ids[2], None)]
+
+
+async def test_dry_run_lists_are_capped_and_counts_stay_exact(rstack: RetentionStack) -> None:
+    await rule_fixture(rstack)
+    async with rstack.worker():
+        _, result = await run_direct(
+            rstack,
+            RetentionInput(
+                rules=RetentionRules(**POLICY),
+                dry_run=True,
+                ids_listed=1,
+                page_size=3,
+                pages_per_run=2,
+            ),
+        )
+    stats = result["cleanup_stats"]
+    assert stats["archived_count"] == 6 and stats["deleted_count"] == 2
+    assert len(stats["archived_ids"]) == 1 and stats["archived_ids_truncated"] is True
+    assert len(stats["deleted_ids"]) == 1 and stats["deleted_ids_truncated"] is True
+
+
+async def test_a_continued_sweep_was_created_when_its_first_run_started(
+    rstack: RetentionStack,
+) -> None:
+    for _ in range(6):
+        await rstack.session(updated_days=40)
+    rt = rstack.runtime
+    async with rstack.worker():
+        op_id, _ = await run_direct(
+            rstack, RetentionInput(rules=RetentionRules(**POLICY), page_size=2, pages_per_run=1)
+        )
+    runs = [w async for w in rt.temporal.list_workflows(f"WorkflowId = '{op_id}'")]
+    assert len(runs) >= 3
+    first = min(runs, key=lambda w: w.start_time)
+    op = (await rstack.client.get(f"/operations/{op_id}")).json()
+    assert op["status"] == "succeeded"
+    assert datetime.fromisoformat(op["created_at"]) == first.start_time
+    assert datetime.fromisoformat(op["finished_at"]) > max(w.start_time for w in runs)
+
+
+async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> None:
+    """A sweep with batched deletes replays; so does one recorded when every delete was a
+    child of its own (the ``batched-deletes`` patch keeps that path for running sweeps)."""
+    for _ in range(3):
+        await rstack.session(status="archived", updated_days=120)
+    async with rstack.worker():
+        r = await rstack.client.post("/sessions/cleanup", json=POLICY)
+    assert r.json()["cleanup_stats"]["deleted_count"] == 3
+    handle = rstack.runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
+    old = WorkflowHistory.from_json(
+        "cleanup-per-session", (HISTORIES / "cleanup_per_session_deletes.json").read_text()
+    )
+    await replayer.replay_workflow(old)
 
 
 async def test_schedule_created_once_updated_paused_and_triggered(rstack: RetentionStack) -> None:

@@ -15,6 +15,8 @@ from session_service.operation_types import (
     CopyIdsResult,
     CopyInput,
     CopyResult,
+    DropCollectionsInput,
+    DropCollectionsResult,
     RemoveInput,
     RemoveResult,
 )
@@ -105,6 +107,31 @@ class PointSteps:
     async def drop_collection(self, collection: str) -> None:
         await self.vectors.drop_collection(collection)
 
+    @activity.defn(name="drop_collections")
+    async def drop_collections(self, inp: DropCollectionsInput) -> DropCollectionsResult:
+        """A batch delete's irreversible step: each session's collection, one by one.
+
+        A session whose drop fails is reported, not retried here, so that one bad
+        collection can't hold up the others (its row is released, not deleted, and the
+        next sweep tries again). Heartbeats the outcomes so far; a retry resumes after
+        them, and dropping again what is already gone is a no-op.
+        """
+        details = activity.info().heartbeat_details
+        out = (
+            DropCollectionsResult.model_validate(details[0]) if details else DropCollectionsResult()
+        )
+        for session in inp.sessions[len(out.dropped) + len(out.failures) :]:
+            try:
+                await self.vectors.drop_collection(session.collection)
+            except Exception as exc:  # noqa: BLE001 - reported per session, the others go on
+                out.failures.append(
+                    {"session_id": session.id, "error": str(exc) or type(exc).__name__}
+                )
+            else:
+                out.dropped.append(session.id)
+            activity.heartbeat(out)
+        return out
+
     def all(self) -> list[object]:
         return [
             self.count_points,
@@ -112,4 +139,5 @@ class PointSteps:
             self.copy_points_by_id,
             self.remove_points,
             self.drop_collection,
+            self.drop_collections,
         ]

@@ -1,4 +1,4 @@
-"""Postgres steps of the sagas: lock, create, finish, discard, delete."""
+"""Postgres steps of the sagas: lock, create, finish, discard, delete (one or a batch)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from session_service.activities.errors import business_errors
 from session_service.models import SessionModel
 from session_service.operation_types import (
     DeleteRowInput,
+    DeleteRowsInput,
     DiscardInput,
     FinishMergeInput,
     FinishSplitInput,
+    HeldSession,
+    HoldInput,
+    HoldResult,
     LockInput,
     LockResult,
     NewSessionInput,
@@ -108,6 +112,20 @@ class SessionSteps:
     async def delete_session_row(self, inp: DeleteRowInput) -> None:
         await self.repo.delete_held(inp.operation_id, inp.session_id)
 
+    @activity.defn(name="hold_for_delete")
+    async def hold_for_delete(self, inp: HoldInput) -> HoldResult:
+        """A batch delete holds what it can: a session held elsewhere is left to its holder."""
+        held, others, missing = await self.repo.hold_unheld(inp.operation_id, inp.session_ids)
+        return HoldResult(
+            sessions=[HeldSession(id=sid, collection=name) for sid, name in held],
+            held_by_others=others,
+            missing=missing,
+        )
+
+    @activity.defn(name="delete_session_rows")
+    async def delete_session_rows(self, inp: DeleteRowsInput) -> None:
+        await self.repo.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)
+
     def all(self) -> list[object]:
         return [
             self.lock_sessions,
@@ -117,4 +135,6 @@ class SessionSteps:
             self.finish_merge,
             self.finish_split,
             self.delete_session_row,
+            self.hold_for_delete,
+            self.delete_session_rows,
         ]

@@ -500,6 +500,54 @@ class SessionRepository:
             "DELETE FROM sessions WHERE id = $1 AND locked_by = $2", _uuid(session_id), operation_id
         )
 
+    async def hold_unheld(
+        self, operation_id: str, session_ids: Sequence[str]
+    ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        """Hold each session nobody else holds (a batch delete's lock: unlike ``lock``, not
+        all or none). Returns (id, collection) of those now held, in the given order, then
+        the ids held by another operation and the ids that don't exist. A repeat is a no-op."""
+        ids = [_uuid(s) for s in session_ids]
+        async with self.pool.acquire() as conn, conn.transaction():
+            held = await conn.fetch(
+                """UPDATE sessions SET locked_by = $2
+                   WHERE id = ANY($1::uuid[]) AND (locked_by IS NULL OR locked_by = $2)
+                   RETURNING id, qdrant_collection_name""",
+                ids,
+                operation_id,
+            )
+            others = await conn.fetch(
+                "SELECT id FROM sessions WHERE id = ANY($1::uuid[]) AND locked_by <> $2",
+                ids,
+                operation_id,
+            )
+        mine = {str(r["id"]): str(r["qdrant_collection_name"]) for r in held}
+        taken = {str(r["id"]) for r in others}
+        keys = [str(i) for i in ids]
+        return (
+            [(k, mine[k]) for k in keys if k in mine],
+            [k for k in keys if k in taken],
+            [k for k in keys if k not in mine and k not in taken],
+        )
+
+    async def delete_held_many(
+        self, operation_id: str, delete_ids: Sequence[str], release_ids: Sequence[str]
+    ) -> None:
+        """A batch delete's last step, in one transaction: the rows whose collections are
+        gone, and the release of those whose drop failed. Only rows ``operation_id`` holds,
+        so a repeat changes nothing."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM sessions WHERE id = ANY($1::uuid[]) AND locked_by = $2",
+                [_uuid(s) for s in delete_ids],
+                operation_id,
+            )
+            await conn.execute(
+                """UPDATE sessions SET locked_by = NULL
+                   WHERE id = ANY($1::uuid[]) AND locked_by = $2""",
+                [_uuid(s) for s in release_ids],
+                operation_id,
+            )
+
     async def finish_merge(
         self,
         operation_id: str,

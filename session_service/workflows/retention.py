@@ -1,9 +1,11 @@
 """Retention: a paged sweep that archives, then permanently deletes, what the policy selects.
 
 Phase one archives (undone if the run fails or is cancelled); phase two deletes
-through DeleteWorkflow children, a few at a time, and can't be undone, so it is
-deaf to cancellation. The sweep continues-as-new every few pages, so its
-history stays bounded whatever the number of sessions.
+through DeleteWorkflow children, each a batch of a page's sessions, a few at a
+time, and can't be undone, so it is deaf to cancellation. The sweep
+continues-as-new every few pages, so its history stays bounded whatever the
+number of sessions; a dry run lists at most ``ids_listed`` ids of each kind, so
+its state does too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from session_service.operation_types import (
         ArchiveInput,
+        DeleteBatchResult,
         DeleteInput,
         EvaluateInput,
         EvaluateResult,
@@ -32,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
+# Runs started before deletes were batched replay with a DeleteWorkflow child per session.
+BATCHED_DELETES = "batched-deletes"
 
 
 def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
@@ -46,8 +51,15 @@ def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
         out["failures"] = totals.failures
     if dry_run:
         out["archived_ids"] = totals.archived_ids
+        out["archived_ids_truncated"] = totals.archived > len(totals.archived_ids)
         out["deleted_ids"] = totals.deleted_ids
+        out["deleted_ids_truncated"] = totals.deleted > len(totals.deleted_ids)
     return out
+
+
+def listed(ids: list[str], more: list[str], cap: int) -> list[str]:
+    """The first ``cap`` ids: a dry run's lists must fit in one payload whatever the sweep."""
+    return ids + more[: max(0, cap - len(ids))]
 
 
 @workflow.defn(name="RetentionWorkflow")
@@ -118,9 +130,9 @@ class RetentionWorkflow(SagaWorkflow):
             if state.dry_run:
                 totals.skipped_locked += len(page.locked_delete)
                 totals.archived += len(page.archive)
-                totals.archived_ids += page.archive
+                totals.archived_ids = listed(totals.archived_ids, page.archive, state.ids_listed)
                 totals.deleted += len(page.delete)
-                totals.deleted_ids += page.delete
+                totals.deleted_ids = listed(totals.deleted_ids, page.delete, state.ids_listed)
             elif page.archive:
                 totals.archived += await saga.step(
                     "archive_sessions", ArchiveInput(operation_id=op, session_ids=page.archive), int
@@ -134,6 +146,7 @@ class RetentionWorkflow(SagaWorkflow):
         self, saga: Saga, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
     ) -> None:
         saga.phase("deleting")
+        batched = workflow.patched(BATCHED_DELETES)
         totals = state.totals
         pages = 0
         while True:
@@ -144,21 +157,72 @@ class RetentionWorkflow(SagaWorkflow):
             if page.processed == 0:
                 return
             totals.skipped_locked += len(page.locked_delete)
-            for start in range(0, len(page.delete), state.delete_concurrency):
-                group = page.delete[start : start + state.delete_concurrency]
-                outcomes = await asyncio.gather(*(self._delete(state, sid) for sid in group))
-                for sid, outcome in zip(group, outcomes, strict=True):
-                    if outcome == "deleted":
-                        totals.deleted += 1
-                    elif outcome == "held":
-                        totals.skipped_locked += 1
-                    else:
-                        totals.failed += 1
-                        if len(totals.failures) < MAX_FAILURES_KEPT:
-                            totals.failures.append({"session_id": sid, "error": outcome})
+            if batched:
+                await self._delete_batches(op, state, page.delete)
+            else:
+                await self._delete_one_by_one(state, page.delete)
             state.after_id = page.last_id
             saga.report()
             pages += 1
+
+    async def _delete_batches(self, op: str, state: RetentionInput, ids: list[str]) -> None:
+        """A page's deletes as DeleteWorkflow children of ``delete_batch_size`` sessions,
+        at most ``delete_concurrency`` at once; each child's outcomes add to the totals."""
+        size = state.delete_batch_size
+        batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+        totals = state.totals
+        for start in range(0, len(batches), state.delete_concurrency):
+            group = batches[start : start + state.delete_concurrency]
+            for result in await asyncio.gather(*(self._delete_batch(op, state, b) for b in group)):
+                totals.deleted += result.deleted
+                totals.skipped_locked += len(result.held)
+                totals.failed += len(result.failures)
+                room = MAX_FAILURES_KEPT - len(totals.failures)
+                totals.failures += result.failures[: max(0, room)]
+
+    async def _delete_batch(
+        self, op: str, state: RetentionInput, session_ids: list[str]
+    ) -> DeleteBatchResult:
+        """One batch as a child that outlives this run; never raises: a child that failed
+        as a whole fails each of its sessions."""
+        task = asyncio.ensure_future(
+            workflow.execute_child_workflow(
+                "DeleteWorkflow",
+                DeleteInput(session_ids=session_ids, options=state.options),
+                # unique within the operation: a session is in one page, of one phase
+                id=f"{op}-delete-{session_ids[0].replace('-', '')}",
+                result_type=DeleteBatchResult,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        )
+        while True:
+            try:
+                result: DeleteBatchResult = await asyncio.shield(task)
+                return result
+            except asyncio.CancelledError:
+                continue  # past the point of no return: let it finish
+            except (ChildWorkflowError, WorkflowAlreadyStartedError) as exc:
+                error = _child_error(exc)
+                return DeleteBatchResult(
+                    message=error,
+                    failures=[{"session_id": sid, "error": error} for sid in session_ids],
+                )
+
+    async def _delete_one_by_one(self, state: RetentionInput, ids: list[str]) -> None:
+        """Before BATCHED_DELETES: a child per session (kept for replaying those runs)."""
+        totals = state.totals
+        for start in range(0, len(ids), state.delete_concurrency):
+            group = ids[start : start + state.delete_concurrency]
+            outcomes = await asyncio.gather(*(self._delete(state, sid) for sid in group))
+            for sid, outcome in zip(group, outcomes, strict=True):
+                if outcome == "deleted":
+                    totals.deleted += 1
+                elif outcome == "held":
+                    totals.skipped_locked += 1
+                else:
+                    totals.failed += 1
+                    if len(totals.failures) < MAX_FAILURES_KEPT:
+                        totals.failures.append({"session_id": sid, "error": outcome})
 
     async def _delete(self, state: RetentionInput, session_id: str) -> str:
         """One permanent delete as a child that outlives this run; never raises."""
@@ -179,8 +243,7 @@ class RetentionWorkflow(SagaWorkflow):
             except WorkflowAlreadyStartedError:
                 return "held"
             except ChildWorkflowError as exc:
-                cause = exc.cause
-                return str(getattr(cause, "message", None) or exc.message)
+                return _child_error(exc)
 
     def _page(
         self, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
@@ -192,3 +255,8 @@ class RetentionWorkflow(SagaWorkflow):
             after_id=state.after_id,
             page_size=state.page_size,
         )
+
+
+def _child_error(exc: ChildWorkflowError | WorkflowAlreadyStartedError) -> str:
+    cause = getattr(exc, "cause", None)
+    return str(getattr(cause, "message", None) or exc.message)
