@@ -118,7 +118,7 @@ def use_async_dependencies() -> None:
 
 def stats_route_first(app: FastAPI) -> None:
     """Put ``PUT /sessions/{id}/stats`` ahead of every included router."""
-    from session_service.api.routes.sessions import put_stats
+    from session_service.api.routes.counters import put_stats
 
     router = APIRouter()
     router.add_api_route(STATS_PATH, put_stats, methods=["PUT"], response_model=Message)

@@ -333,6 +333,38 @@ async def test_a_session_held_by_another_operation_is_skipped_in_a_batch(
     assert victim_collection in await rstack.runtime.vectors.collection_names()
 
 
+def racing_restore(victim: str, rt: Runtime) -> Any:
+    """``victim`` is restored between the sweep's evaluation and its hold."""
+    real = SessionSteps(rt.repo, rt.vectors)
+
+    @activity.defn(name="hold_for_delete")
+    async def hold_for_delete(inp: HoldInput) -> HoldResult:
+        await rt.pool.execute(
+            "UPDATE sessions SET status = 'active' WHERE id = $1", uuid.UUID(victim)
+        )
+        return await real.hold_for_delete(inp)
+
+    return hold_for_delete
+
+
+async def test_a_session_restored_after_evaluation_is_not_deleted(
+    rstack: RetentionStack,
+) -> None:
+    doomed = [await rstack.session(status="archived", updated_days=120) for _ in range(3)]
+    victim = doomed[2]
+    async with rstack.worker(racing_restore(victim, rstack.runtime)):
+        r = await rstack.client.post("/sessions/cleanup", json=POLICY)
+    assert r.status_code == 200, r.text
+    stats = r.json()["cleanup_stats"]
+    assert stats["deleted_count"] == 2 and stats["skipped_locked_count"] == 1
+    assert stats["failed_count"] == 0
+    row = await rstack.runtime.pool.fetchrow(
+        "SELECT status, locked_by FROM sessions WHERE id = $1", uuid.UUID(victim)
+    )
+    assert (row["status"], row["locked_by"]) == ("active", None)
+    assert f"session_{uuid.UUID(victim).hex}" in await rstack.runtime.vectors.collection_names()
+
+
 async def test_batch_delete_steps_are_retry_safe(
     rstack: RetentionStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -503,20 +503,23 @@ class SessionRepository:
     async def hold_unheld(
         self, operation_id: str, session_ids: Sequence[str]
     ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-        """Hold each session nobody else holds (a batch delete's lock: unlike ``lock``, not
-        all or none). Returns (id, collection) of those now held, in the given order, then
-        the ids held by another operation and the ids that don't exist. A repeat is a no-op."""
+        """Hold each retired session nobody else holds (a batch delete's lock: unlike
+        ``lock``, not all or none). Returns (id, collection) of those now held, in the given
+        order, then the ids skipped (held by another operation, or restored since the sweep
+        looked at them) and the ids that don't exist. A repeat is a no-op."""
         ids = [_uuid(s) for s in session_ids]
         async with self.pool.acquire() as conn, conn.transaction():
             held = await conn.fetch(
                 """UPDATE sessions SET locked_by = $2
                    WHERE id = ANY($1::uuid[]) AND (locked_by IS NULL OR locked_by = $2)
+                     AND status IN ('archived', 'deleted')
                    RETURNING id, qdrant_collection_name""",
                 ids,
                 operation_id,
             )
             others = await conn.fetch(
-                "SELECT id FROM sessions WHERE id = ANY($1::uuid[]) AND locked_by <> $2",
+                """SELECT id FROM sessions WHERE id = ANY($1::uuid[])
+                   AND (locked_by IS DISTINCT FROM $2 OR status NOT IN ('archived', 'deleted'))""",
                 ids,
                 operation_id,
             )
