@@ -60,4 +60,5 @@ def get(name: str) -> Any:
 
 
 bind = structlog.contextvars.bind_contextvars
+unbind = structlog.contextvars.reset_contextvars  # with the tokens ``bind`` returned
 bound = structlog.contextvars.bound_contextvars

@@ -10,6 +10,7 @@ serves both.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -47,8 +48,13 @@ def route_of(scope: Scope) -> str:
 
 
 class MetricsMiddleware:
+    """Count and time every request by route template. The label children are cached:
+    ``labels()`` takes a lock and builds keys, which the hot counter writes feel."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,9 +72,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, watch)
         finally:
-            route = route_of(scope)
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_DURATION.labels(scope["method"], route).observe(time.perf_counter() - start)
+            self._record(scope["method"], route_of(scope), status, time.perf_counter() - start)
+
+    def _record(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._requests.get((method, route, status))
+        if counter is None:
+            counter = self._requests[(method, route, status)] = HTTP_REQUESTS.labels(
+                method, route, str(status)
+            )
+        timer = self._durations.get((method, route))
+        if timer is None:
+            timer = self._durations[(method, route)] = HTTP_DURATION.labels(method, route)
+        counter.inc()
+        timer.observe(seconds)
 
 
 async def render(sdk_endpoint: str | None) -> bytes:

@@ -22,21 +22,31 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 async def get_sessions(request: Request) -> SessionService:
-    runtime: Runtime = request.app.state.runtime
-    return runtime.sessions
+    return sessions_of(request)
 
 
-async def get_actor(
-    x_user_id: Annotated[
-        str | None,
-        Header(description="Acting user, set by the API gateway; absent for platform services."),
-    ] = None,
-) -> Actor:
+UserIdHeader = Annotated[
+    str | None,
+    Header(description="Acting user, set by the API gateway; absent for platform services."),
+]
+
+
+def actor_for(x_user_id: str | None) -> Actor:
+    """The caller named by ``X-User-Id`` (None: a trusted platform service)."""
     if x_user_id is not None:
         x_user_id = x_user_id.strip()
         if not x_user_id or len(x_user_id) > 200:
             raise Unprocessable("X-User-Id must be 1 to 200 characters")
     return Actor(user_id=x_user_id)
+
+
+def sessions_of(request: Request) -> SessionService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.sessions
+
+
+async def get_actor(x_user_id: UserIdHeader = None) -> Actor:
+    return actor_for(x_user_id)
 
 
 async def get_idempotency_key(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,8 +93,12 @@ class BodyLimitMiddleware:
             return
         detail = f"the request body is larger than the {self.limit}-byte limit"
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _send_problem(send, 413, "Content Too Large", detail)
+        if length is not None and length.isdigit():
+            if int(length) > self.limit:
+                await _send_problem(send, 413, "Content Too Large", detail)
+                return
+            # the HTTP server delivers no more than Content-Length: nothing to watch
+            await self.app(scope, receive, send)
             return
         seen = 0
         started = False
@@ -155,7 +159,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
-        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        ok = 0 < len(given) <= 128 and given.isprintable()
+        request_id = given if ok else os.urandom(16).hex()
         start = time.perf_counter()
         status = 500
 
@@ -169,11 +174,12 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        with logs.bound(request_id=request_id):
-            try:
-                await self.app(scope, receive, tagged)
-            finally:
-                self._log(scope, status, time.perf_counter() - start)
+        tokens = logs.bind(request_id=request_id)
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            self._log(scope, status, time.perf_counter() - start)
+            logs.unbind(**tokens)
 
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
         if scope["path"] in ("/health", "/metrics"):
