@@ -17,6 +17,7 @@ from temporalio.worker import (
 from session_service import logs, schedule
 from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import ArtifactStore
@@ -122,7 +123,7 @@ def build_worker(
         workflows=ALL_WORKFLOWS,
         activities=list(by_name.values()),
         max_concurrent_activities=max_concurrent_activities,
-        interceptors=[LogContext()],
+        interceptors=[LogContext(), AutoHeartbeat()],
     )
 
 

@@ -10,8 +10,15 @@ import httpx
 import pytest
 from temporalio import activity
 
-from session_service.activities import PointSteps
-from session_service.operation_types import CopyIdsInput, CopyIdsResult, CopyInput, CopyResult
+from session_service.activities import PointSteps, SessionSteps
+from session_service.operation_types import (
+    CopyIdsInput,
+    CopyIdsResult,
+    CopyInput,
+    CopyResult,
+    LockInput,
+    LockResult,
+)
 from session_service.runtime import Runtime
 from tests.conftest import Factory, OpsStack
 
@@ -316,6 +323,48 @@ async def test_killed_worker_resumes_from_checkpoint_exactly(
     assert op["progress"]["points_done"] == 450
     # the interrupted call resumed after its first batch, not from the call's start
     assert op["progress"]["resumed_from_checkpoint"] == 10
+
+
+def slow_lock(runtime: Runtime, delay: float, calls: list[int]) -> Any:
+    """The quick lock step, slowed down past the heartbeat timeout (a slow database)."""
+    real = SessionSteps(runtime.repo, runtime.vectors)
+
+    @activity.defn(name="lock_sessions")
+    async def lock_sessions(inp: LockInput) -> LockResult:
+        calls.append(1)
+        await asyncio.sleep(delay)
+        return await real.lock_sessions(inp)
+
+    return lock_sessions
+
+
+async def test_every_step_has_a_heartbeat_timeout_and_quick_ones_are_kept_alive(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """A worker that dies in any step is noticed within the heartbeat timeout (2 s here),
+    not at the 60 s start-to-close; a quick step that runs long but lives isn't retried."""
+    c, make = ops_stack.client, ops_stack.make
+    a = await seeded(make, [1, 2], tag="a")
+    b = await seeded(make, [3], tag="b")
+    calls: list[int] = []
+    async with ops_stack.worker(slow_lock(runtime, 5.0, calls)):
+        r = await c.post(
+            "/sessions/merge",
+            json={"source_session_ids": [a["id"], b["id"]]},
+            headers={"Prefer": "respond-async"},
+        )
+        op = await ops_stack.wait(r.json()["id"], "succeeded", "failed", timeout=60)
+    assert op["status"] == "succeeded", op
+    assert calls == [1]  # 5 s in a step with a 2 s heartbeat timeout, and no retry
+    history = await runtime.temporal.get_workflow_handle(op["id"]).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert len(scheduled) >= 4
+    for attrs in scheduled:
+        assert attrs.heartbeat_timeout.ToTimedelta().total_seconds() == 2.0, attrs.activity_type
 
 
 # split

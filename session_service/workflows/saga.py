@@ -73,7 +73,8 @@ class Saga:
     async def step(
         self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
     ) -> T:
-        """A forward step with a bounded retry policy; long ones heartbeat."""
+        """A forward step with a bounded retry policy and a heartbeat timeout (long steps
+        heartbeat their checkpoints; the worker heartbeats for quick ones)."""
         result: T = await workflow.execute_activity(
             name,
             args=[] if arg is NO_ARG else [arg],
@@ -81,7 +82,7 @@ class Saga:
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
-            heartbeat_timeout=self.options.heartbeat_timeout if long else None,
+            heartbeat_timeout=self.options.heartbeat_timeout,  # quick ones: AutoHeartbeat
             retry_policy=forward_policy(self.options),
         )
         return result
@@ -97,7 +98,7 @@ class Saga:
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
-            heartbeat_timeout=self.options.heartbeat_timeout if long else None,
+            heartbeat_timeout=self.options.heartbeat_timeout,  # quick ones: AutoHeartbeat
             retry_policy=UNTIL_DONE,
         )
         while True:

@@ -1,0 +1,78 @@
+"""Heartbeats for activities that don't send their own.
+
+Every activity runs with a heartbeat timeout, so a worker that dies in the
+middle of one is noticed within that timeout rather than at its start-to-close
+timeout. Long activities heartbeat their checkpoints themselves. The quick ones
+(a few SQL statements, dropping a collection) don't. This interceptor
+heartbeats for them while they run, and stops as soon as the activity sends a
+heartbeat of its own. From then on the activity's own checkpoints are never
+overwritten, and a long activity that stalls still times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+MIN_INTERVAL = 0.05  # seconds; only reached with test-sized timeouts
+
+
+class _Own(ActivityOutboundInterceptor):
+    """Notices the activity's own heartbeats."""
+
+    def __init__(self, next: ActivityOutboundInterceptor, seen: asyncio.Event) -> None:
+        super().__init__(next)
+        self.seen = seen
+
+    def heartbeat(self, *details: Any) -> None:
+        self.seen.set()
+        super().heartbeat(*details)
+
+
+class _Inbound(ActivityInboundInterceptor):
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        self.own = asyncio.Event()
+        self.outbound = outbound  # ours go straight here, unnoticed by _Own
+        super().init(_Own(outbound, self.own))
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        timeout = activity.info().heartbeat_timeout
+        if not timeout or _is_sync(input):  # all of ours are async; a sync one would own it
+            return await super().execute_activity(input)
+        beating = asyncio.create_task(self._beat(_interval(timeout)))
+        try:
+            return await super().execute_activity(input)
+        finally:
+            beating.cancel()
+
+    async def _beat(self, every: float) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.own.wait(), timeout=every)
+                return  # the activity heartbeats itself from now on
+            except TimeoutError:
+                self.outbound.heartbeat()
+
+
+def _interval(timeout: timedelta) -> float:
+    return max(timeout.total_seconds() / 3, MIN_INTERVAL)
+
+
+def _is_sync(input: ExecuteActivityInput) -> bool:
+    return not asyncio.iscoroutinefunction(input.fn)
+
+
+class AutoHeartbeat(Interceptor):
+    """Heartbeats for activities that don't, until they do."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Inbound(next)
