@@ -4,7 +4,6 @@ heartbeated checkpoints; workflows only pass keys and counts."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
 
+from isal import igzip
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -87,7 +87,8 @@ def final_key(export_id: str) -> str:
     return f"{export_id}.ndjson.gz"
 
 
-# Level 1 compresses eight times faster than 6 for 7% more bytes; still plain gzip.
+# ISA-L's level 1 writes plain gzip three times faster than zlib's level 1 (itself
+# eight times faster than 6), and a little smaller.
 GZIP_LEVEL = 1
 
 
@@ -103,7 +104,7 @@ class _Writer:
         """One gzip member: members concatenate into one valid gzip stream, so a file cut
         at a member boundary is always a whole prefix that can be resumed. Returns the
         file size once the member is flushed (a checkpoint's ``file_bytes``)."""
-        member = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+        member = igzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
         self.out.write(member)
         self.out.flush()
         if hashed:
@@ -138,7 +139,7 @@ def _rehash(store: ArtifactStore, key: str, upto: int) -> tuple[Any, Any]:
     content, whole = hashlib.sha256(), hashlib.sha256()
     with store.open_read(key) as raw:
         counted = io.BufferedReader(_Counted(raw, upto, whole), 1 << 20)
-        with gzip.GzipFile(fileobj=counted) as gz:
+        with igzip.IGzipFile(fileobj=counted) as gz:  # type: ignore[no-untyped-call]
             while chunk := gz.read(1 << 20):
                 content.update(chunk)
         while counted.read(1 << 20):  # bytes past the last member's end, if any
