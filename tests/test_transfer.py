@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -478,3 +479,21 @@ def test_older_artifacts_still_parse() -> None:
     bools = artifact([{"id": 1, "vector": [True, 1.0, 2.0, 3.0]}])
     with pytest.raises(fmt.InvalidArtifact, match="other than numbers"):
         fmt.validate(io.BytesIO(bools))
+
+
+async def test_long_thread_calls_repeat_the_checkpoint_while_they_run() -> None:
+    """A rehash or an fsync can outlast the heartbeat timeout: the coroutine heartbeats
+    meanwhile, with the checkpoint (a beat without it would erase it)."""
+    from datetime import timedelta
+
+    from temporalio.testing import ActivityEnvironment
+
+    from session_service.activities.transfer import in_thread
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3))
+    beats: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    got = await env.run(in_thread, lambda: time.sleep(0.5) or 7, details=({"points": 3},))
+    assert got == 7
+    assert len(beats) >= 3 and all(b == ({"points": 3},) for b in beats)
