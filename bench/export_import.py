@@ -39,7 +39,8 @@ about what the raw upsert loop grows by; the import's own overhead is the
 difference, and that is what the 150 MB target is read against.
 
 Run: ``.venv/bin/python -m bench.export_import`` (``--points 5000`` for a quick check;
-``--profile`` adds one export and one import under py-spy, not counted in the numbers).
+``--no-variants`` keeps only the two reference loops; ``--profile`` adds one export and
+one import under py-spy, not counted in the numbers).
 Results go to ``bench/results/export_import.json`` and a Markdown table to stdout.
 """
 
@@ -90,8 +91,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-variants",
         default="l6,l6-compress,l1,l1-compress,l1-compress@4096",
-        help="raw scroll + write loops: gzip level (l6 is the service's), then optionally "
+        help="raw scroll + write loops: gzip level (l1 is the service's), then optionally "
         "-encode or -compress (that part on a second thread) and @BATCH",
+    )
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="only the reference raw loops (scroll, upsert): no scroll + write variants, no "
+        "upsert from the artifact (a 200k run takes ~15-20 min instead of ~55)",
+    )
+    parser.add_argument(
+        "--export-batch", type=int, help="EXPORT_BATCH_SIZE of the stack (default: unset)"
     )
     parser.add_argument("--profile", action="store_true", help="one more export/import, py-spy'd")
     parser.add_argument(
@@ -113,11 +123,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # the stack and the seeded session
 
 
-def new_stack(data_dir: Path, batch: int, heartbeat: float | None = None) -> DevStack:
+def new_stack(
+    data_dir: Path, batch: int, heartbeat: float | None = None, export_batch: int | None = None
+) -> DevStack:
     code = data_dir / "code"
     extra = {"OP_BATCH_SIZE": str(batch), "LOG_FORMAT": "json"}
     if heartbeat:
         extra[HEARTBEAT_ENV] = str(heartbeat)
+    if export_batch:
+        extra["EXPORT_BATCH_SIZE"] = str(export_batch)
     env = child_env(extra, pythonpath=code)
     return DevStack(data_dir, code, data_dir / "dev.log", env)
 
@@ -285,6 +299,7 @@ def raw_runs(
     batch: int,
     variants: list[str],
     prefetch: bool,
+    from_artifact: bool = True,
 ) -> dict[str, Any]:
     base = ["--path", str(data_dir / "qdrant"), "--collection", state["collection"]]
     base += ["--batch", str(batch)]
@@ -302,6 +317,8 @@ def raw_runs(
     log("raw upsert (generated points)")
     argv = [*base, "--points", str(points)]
     runs["upsert"] = raw_view(run_raw("upsert", argv, REPO, raw_env()), points)
+    if not from_artifact:
+        return runs
     log("raw upsert (points read from the artifact)")
     argv = [*base, "--artifact", str(artifact)]
     runs["upsert_artifact"] = raw_view(run_raw("upsert_artifact", argv, REPO, raw_env()), points)
@@ -331,7 +348,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     began = time.monotonic()
     state = seed(data_dir, args.points, args.batch)
     results["seed"] = state["seed"]
-    stack = new_stack(data_dir, args.batch, args.heartbeat_timeout)
+    stack = new_stack(data_dir, args.batch, args.heartbeat_timeout, args.export_batch)
     try:
         results["service"] = service_runs(stack, state, args)
     except BaseException:
@@ -344,8 +361,17 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     log("checking the artifact")
     results["artifact"] = check_artifact(artifact)
     variants = [x.strip() for x in args.write_variants.split(",") if x.strip()]
+    if args.no_variants:
+        variants = []
     results["raw"] = raw_runs(
-        data_dir, state, artifact, args.points, args.batch, variants, not args.no_prefetch
+        data_dir,
+        state,
+        artifact,
+        args.points,
+        args.batch,
+        variants,
+        not args.no_prefetch,
+        from_artifact=not args.no_variants,
     )
     results["evaluation"] = evaluate(results)
     results["total_seconds"] = round(time.monotonic() - began, 1)

@@ -12,9 +12,10 @@ Modes (``python -m bench.export_import_raw MODE ...``):
 
 * ``scroll``: scroll the collection with vectors, ``batch`` at a time, nothing else;
 * ``scroll_write``: the same, plus what an export adds: a JSON line per point,
-  one gzip member per batch, SHA-256 of the content, written to a file; at the
-  service's gzip level 6 or another, optionally with part of the work on a second
-  thread overlapping the next scroll (``--thread``);
+  one gzip member per batch, SHA-256 of the content, written to a file (the stdlib
+  ``json`` lines the service wrote before it switched to orjson and float32 values),
+  at gzip level 6 (the service's former level) or 1 (its level now), optionally with
+  part of the work on a second thread overlapping the next scroll (``--thread``);
 * ``upsert``: upsert ``points`` generated points (the seed data) into a new
   collection, ``batch`` at a time; ``--keep`` makes it the seeding of ``collection``;
 * ``upsert_artifact``: read the points of an export artifact and upsert them into

@@ -42,10 +42,11 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
     ratios = {
         "export_vs_raw_scroll": _ratio(exp["points_per_s"], raw["scroll"]["points_per_s"]),
         "import_vs_raw_upsert": _ratio(imp["points_per_s"], raw["upsert"]["points_per_s"]),
-        "import_vs_raw_upsert_from_artifact": _ratio(
-            imp["points_per_s"], raw["upsert_artifact"]["points_per_s"]
-        ),
     }
+    if "upsert_artifact" in raw:
+        ratios["import_vs_raw_upsert_from_artifact"] = _ratio(
+            imp["points_per_s"], raw["upsert_artifact"]["points_per_s"]
+        )
     if "upsert_artifact_prefetch" in raw:
         ratios["import_vs_raw_upsert_from_artifact_prefetch"] = _ratio(
             imp["points_per_s"], raw["upsert_artifact_prefetch"]["points_per_s"]
@@ -151,12 +152,18 @@ def markdown(results: dict[str, Any]) -> str:
             "1.00x (reference)",
             _g(raw["upsert"]),
         ),
-        _rate_row(
-            "raw upsert loop (read from the artifact)",
-            raw["upsert_artifact"],
-            "seconds",
-            f"import = {r['import_vs_raw_upsert_from_artifact']:.2f}x this",
-            _g(raw["upsert_artifact"]),
+        *(
+            [
+                _rate_row(
+                    "raw upsert loop (read from the artifact)",
+                    raw["upsert_artifact"],
+                    "seconds",
+                    f"import = {r['import_vs_raw_upsert_from_artifact']:.2f}x this",
+                    _g(raw["upsert_artifact"]),
+                )
+            ]
+            if "upsert_artifact" in raw
+            else []
         ),
         *(
             [

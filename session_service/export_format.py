@@ -12,23 +12,46 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+import numpy as np
+import orjson
+from isal import igzip, isal_zlib
 
 from session_service.models import MAX_VECTOR_SIZE, check_point_id
 
 FORMAT = "tab-organizer-session-export"
 VERSION = 1
 GZIP_MAGIC = b"\x1f\x8b"
+# ISA-L's inflate error (its stub types it as an instance, not a class)
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
 
 class InvalidArtifact(ValueError):
     """The input can't be imported; the message says why (it becomes a 422)."""
 
 
+_NUMBERS = frozenset((float, int))
+
+
 def _line(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """Compact JSON and a newline. orjson writes floats ten times faster than ``json``, in
+    the same shortest round-trip form; what it refuses (integers past 64 bits, NaN in a
+    payload) goes through ``json`` as before."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def loads(line: bytes) -> Any:
+    """orjson first; ``json`` for what only it accepts (NaN, huge integers) in older files."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 def header_line(
@@ -50,6 +73,25 @@ def point_line(point_id: int | str, vector: list[float] | None, payload: Any) ->
     return _line({"id": point_id, "vector": vector, "payload": payload or {}})
 
 
+_NUMPY = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+
+
+def point_lines(ids: Sequence[Any], vectors: Iterable[Any], payloads: Sequence[Any]) -> bytes:
+    """The lines of a page of points whose vectors may be float32 numpy rows: written as
+    float32 (``-1.4284534``, not ``-1.4284534454345703``), they round-trip exactly to
+    what Qdrant stores, in about half the bytes to encode, compress and parse."""
+    out = []
+    for point_id, vector, payload in zip(ids, vectors, payloads, strict=True):
+        obj = {"id": point_id, "vector": vector, "payload": payload or {}}
+        try:
+            out.append(orjson.dumps(obj, option=_NUMPY))
+        except orjson.JSONEncodeError:
+            if isinstance(vector, np.ndarray):
+                vector = [float(v) for v in vector.tolist()]
+            out.append(point_line(point_id, vector, payload))
+    return b"".join(out)
+
+
 def trailer_line(points: int, sha256: str) -> bytes:
     return _line({"trailer": {"points": points, "sha256": sha256}})
 
@@ -58,8 +100,8 @@ def open_lines(raw: BinaryIO) -> BinaryIO:
     """A line reader over gzip (any number of members) or plain NDJSON, told by magic bytes."""
     start = raw.read(2)
     raw.seek(0)
-    if start == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if start == GZIP_MAGIC:  # ISA-L inflates plain gzip 1.6x faster than zlib
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call,return-value]
     return raw
 
 
@@ -74,7 +116,7 @@ class Header:
 
 def _parse(line: bytes, where: str) -> dict[str, Any]:
     try:
-        obj = json.loads(line)
+        obj = loads(line)
     except ValueError as exc:
         raise InvalidArtifact(f"{where} is not valid JSON") from exc
     if not isinstance(obj, dict):
@@ -112,12 +154,15 @@ def check_point(obj: dict[str, Any], size: int, where: str) -> tuple[int | str, 
     if not isinstance(vector, list) or len(vector) != size:
         got = len(vector) if isinstance(vector, list) else type(vector).__name__
         raise InvalidArtifact(f"{where}: vector has {got} values; vector_size is {size}")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vector):
+    kinds = set(map(type, vector))  # one C-level pass; bool is a type of its own
+    if not kinds <= _NUMBERS:
         raise InvalidArtifact(f"{where}: vector holds something other than numbers")
+    if int in kinds:  # Qdrant takes floats only; our own exports hold nothing else
+        vector = [float(v) for v in vector]
     payload = obj.get("payload") or {}
     if not isinstance(payload, dict):
         raise InvalidArtifact(f"{where}: payload must be an object")
-    return point_id, [float(v) for v in vector], payload
+    return point_id, vector, payload
 
 
 def validate(raw: BinaryIO) -> Header:
@@ -152,23 +197,30 @@ def validate(raw: BinaryIO) -> Header:
             check_point(obj, size, f"line {number}")
             digest.update(line)
             count += 1
-    except (EOFError, OSError, zlib.error) as exc:
+    except (EOFError, OSError, zlib.error, _ISAL_ERROR) as exc:
         raise InvalidArtifact(f"truncated or corrupted gzip data: {exc}") from exc
     raise InvalidArtifact("truncated: the artifact ends without its trailer line")
 
 
 def iter_points(raw: BinaryIO, skip: int = 0) -> Iterator[tuple[int | str, list[float], Any]]:
-    """Points of a validated artifact, after the first ``skip``."""
+    """Points of a validated artifact, after the first ``skip``.
+
+    The skipped lines are not parsed (a resume far into a big artifact stays quick):
+    validation has seen that every line before the trailer is a point.
+    """
     lines = open_lines(raw)
-    size = int(json.loads(lines.readline())["vector_size"])
-    seen = 0
-    for number, line in enumerate(lines, start=2):
-        obj = json.loads(line)
+    size = int(loads(lines.readline())["vector_size"])
+    number = 1
+    for _ in range(skip):
+        if not lines.readline():
+            return
+        number += 1
+    for line in lines:
+        number += 1
+        obj = loads(line)
         if "trailer" in obj:
             return
-        if seen >= skip:
-            yield check_point(obj, size, f"line {number}")
-        seen += 1
+        yield check_point(obj, size, f"line {number}")
 
 
 def document_to_artifact(doc: dict[str, Any], out: BinaryIO) -> None:
@@ -190,7 +242,7 @@ def document_to_artifact(doc: dict[str, Any], out: BinaryIO) -> None:
     digest = hashlib.sha256()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as gz:
         head = header_line(session, size, distance, str(doc.get("export_timestamp") or ""))
-        _check_header(json.loads(head))
+        _check_header(loads(head))
         gz.write(head)
         digest.update(head)
         for i, p in enumerate(points):

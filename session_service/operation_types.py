@@ -48,6 +48,7 @@ class StepOptions(BaseModel):
     """How activities of one run are timed and sized; defaults suit production."""
 
     batch_size: int = 1024
+    export_batch_size: int = 4096
     batches_per_call: int = 16
     heartbeat_timeout_seconds: float = 30.0
     start_to_close_seconds: float = 3600.0

@@ -134,6 +134,7 @@ class OperationService:
         s = self.settings
         return StepOptions(
             batch_size=s.op_batch_size,
+            export_batch_size=s.export_batch_size,
             batches_per_call=s.op_batches_per_call,
             heartbeat_timeout_seconds=s.op_heartbeat_timeout_seconds,
             maximum_attempts=s.op_maximum_attempts,

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     export_dir: Path | None = None
     op_batch_size: int = Field(default=1024, ge=1, le=10_000)
+    export_batch_size: int = Field(
+        default=4096,
+        ge=1,
+        le=100_000,
+        description="points per scroll batch of an export: local-mode scrolls sort every id "
+        "per call, so fewer, bigger calls read faster",
+    )
     op_batches_per_call: int = Field(default=16, ge=1, le=1000)
     op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     op_maximum_attempts: int = Field(default=5, ge=1)

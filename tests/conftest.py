@@ -184,6 +184,7 @@ async def ops_stack(settings: Settings, runtime: Runtime) -> AsyncIterator[OpsSt
         update={
             "temporal_task_queue": f"test-{uuid.uuid4().hex[:8]}",
             "op_batch_size": 10,
+            "export_batch_size": 10,
             "op_batches_per_call": 2,
             "op_heartbeat_timeout_seconds": 2.0,
             "op_maximum_attempts": 2,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
 import os
+import time
 from typing import Any
 
 import httpx
@@ -268,6 +270,31 @@ async def test_failing_import_leaves_nothing(ops_stack: OpsStack, runtime: Runti
     assert await staging_files(runtime) == []
 
 
+async def test_validation_longer_than_the_heartbeat_timeout_succeeds(
+    ops_stack: OpsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A validation that takes longer than OP_HEARTBEAT_TIMEOUT_SECONDS (2 s here) must
+    still heartbeat (it used to time out on every attempt)."""
+    real = fmt.validate
+
+    def slow_validate(raw: Any) -> fmt.Header:
+        time.sleep(5)  # fault injection: a big artifact on a slow disk
+        return real(raw)
+
+    monkeypatch.setattr(fmt, "validate", slow_validate)
+    c = ops_stack.client
+    async with ops_stack.worker():
+        r = await c.post(
+            "/sessions/import",
+            content=artifact(GOOD),
+            headers={"content-type": "application/gzip", "Prefer": "respond-async"},
+        )
+        op = await ops_stack.wait(r.json()["id"], "succeeded", "failed", timeout=90)
+    assert op["status"] == "succeeded", op
+    col = (await c.get(f"/sessions/{op['result']['id']}/collection")).json()
+    assert col["points_count"] == len(GOOD)
+
+
 def stalling_import(rt: Runtime, stalled: asyncio.Event, seen: list[int]) -> Any:
     real = TransferSteps(rt.repo, rt.vectors, rt.artifacts)
 
@@ -320,12 +347,12 @@ class FreezingVectors:
     def __init__(self, real: Any, after: int, stalled: asyncio.Event) -> None:
         self.real, self.after, self.stalled, self.calls = real, after, stalled, 0
 
-    async def scroll(self, *args: Any, **kwargs: Any) -> Any:
+    async def scroll_rows(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls > self.after:
             self.stalled.set()
             await asyncio.Event().wait()
-        return await self.real.scroll(*args, **kwargs)
+        return await self.real.scroll_rows(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -362,6 +389,11 @@ async def test_export_resumes_from_checkpoint(ops_stack: OpsStack, runtime: Runt
     r = await c.post(f"/sessions/{s['id']}/exports", headers={"Prefer": "respond-async"})
     op_id = r.json()["id"]
     await asyncio.wait_for(stalled.wait(), 30)
+    # the third batch was handed to the writer thread before the fourth scroll froze:
+    # it lands on disk, but its checkpoint is never heartbeated
+    await asyncio.sleep(0.5)
+    part = [p for p in os.listdir(runtime.artifacts.root) if p.endswith(".part")]
+    sizes = {p: os.path.getsize(runtime.artifacts.root / p) for p in part}
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -376,9 +408,12 @@ async def test_export_resumes_from_checkpoint(ops_stack: OpsStack, runtime: Runt
     async with ops_stack.worker(recording):
         op = await ops_stack.wait(op_id, "succeeded", "failed", timeout=90)
     assert op["status"] == "succeeded", op
-    # the retry continued after the batches written before the freeze
-    assert resumed_at and resumed_at[0][0]["points"] > 0
+    # the retry continued after the batches written before the freeze, from the last
+    # checkpoint, which ends before the bytes of the batch written after it
+    assert resumed_at and resumed_at[0][0]["points"] == 20
     result = op["result"]
+    written = sizes[f"{result['export_id']}.ndjson.gz.part"]
+    assert 0 < resumed_at[0][0]["file_bytes"] < written
     assert result["points"] == 95
     blob = (await c.get(f"/exports/{result['export_id']}/download")).content
     header = fmt.validate(io.BytesIO(blob))
@@ -425,3 +460,40 @@ async def test_exports_follow_session_access(client: httpx.AsyncClient, make: Fa
         "/sessions/import", json={"export_id": export_id}, headers={"X-User-Id": alice}
     )
     assert r.status_code == 200 and r.json()["owner_id"] == alice
+
+
+def test_older_artifacts_still_parse() -> None:
+    """What ``json`` wrote and orjson refuses (NaN, integers past 64 bits, integer vector
+    values) still validates and imports."""
+    pts = [
+        {"id": 1, "vector": [1, 2, 3, 4], "payload": {"big": 2**70}},
+        {"id": 2, "vector": [0.5, 1.5, 2.5, 3.5], "payload": {"x": float("nan")}},
+    ]
+    blob = artifact(pts)
+    header = fmt.validate(io.BytesIO(blob))
+    assert header.points == 2
+    got = list(fmt.iter_points(io.BytesIO(blob)))
+    assert got[0][1] == [1.0, 2.0, 3.0, 4.0] and all(type(v) is float for v in got[0][1])
+    assert got[0][2] == {"big": 2**70}
+    assert list(fmt.iter_points(io.BytesIO(blob), skip=1))[0][0] == 2
+    bools = artifact([{"id": 1, "vector": [True, 1.0, 2.0, 3.0]}])
+    with pytest.raises(fmt.InvalidArtifact, match="other than numbers"):
+        fmt.validate(io.BytesIO(bools))
+
+
+async def test_long_thread_calls_repeat_the_checkpoint_while_they_run() -> None:
+    """A rehash or an fsync can outlast the heartbeat timeout: the coroutine heartbeats
+    meanwhile, with the checkpoint (a beat without it would erase it)."""
+    from datetime import timedelta
+
+    from temporalio.testing import ActivityEnvironment
+
+    from session_service.activities.transfer import in_thread
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3))
+    beats: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    got = await env.run(in_thread, lambda: time.sleep(0.5) or 7, details=({"points": 3},))
+    assert got == 7
+    assert len(beats) >= 3 and all(b == ({"points": 3},) for b in beats)

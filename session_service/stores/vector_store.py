@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
@@ -37,6 +38,31 @@ class StoredPoint:
     id: PointId
     vector: list[float] | None
     payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PointRows:
+    """A scrolled page with its vectors as one float32 matrix (what Qdrant stores): an
+    export writes them from it, and the page's Python floats are freed on the spot."""
+
+    ids: list[PointId]
+    vectors: Any  # np.ndarray (n, size) of float32; a list when vectors differ in shape
+    payloads: list[dict[str, Any] | None]
+
+
+def _rows(records: list[models.Record]) -> PointRows:
+    vectors: Any = [r.vector for r in records]
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim == 2:
+            vectors = matrix
+    except (TypeError, ValueError):  # a point without a vector, or named vectors
+        pass
+    return PointRows(
+        ids=[r.id if isinstance(r.id, int) else str(r.id) for r in records],
+        vectors=vectors,
+        payloads=[r.payload for r in records],
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +150,10 @@ class VectorStore:
 
         return await self._run(info)
 
+    async def exists(self, name: str) -> bool:
+        """Cheap, unlike ``collection_params`` (whose exact count reads every point)."""
+        return await self._run(self.client.collection_exists, name)
+
     async def collection_names(self) -> set[str]:
         def names() -> set[str]:
             return {c.name for c in self.client.get_collections().collections}
@@ -165,6 +195,19 @@ class VectorStore:
             with_vectors=with_vectors,
         )
         return [_stored(r) for r in records], next_offset  # type: ignore[return-value]
+
+    async def scroll_rows(
+        self, name: str, *, limit: int, offset: PointId | None = None
+    ) -> tuple[PointRows, PointId | None]:
+        """``scroll`` with vectors, as a :class:`PointRows` built on the Qdrant thread."""
+
+        def page() -> tuple[PointRows, PointId | None]:
+            records, next_offset = self.client.scroll(
+                name, limit=limit, offset=offset, with_payload=True, with_vectors=True
+            )
+            return _rows(records), next_offset  # type: ignore[return-value]
+
+        return await self._run(page)
 
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
@@ -212,6 +255,7 @@ class VectorStore:
 
 __all__ = [
     "CollectionParams",
+    "PointRows",
     "StoredPoint",
     "UnexpectedResponse",
     "VectorStore",

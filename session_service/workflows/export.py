@@ -37,7 +37,7 @@ class ExportWorkflow(SagaWorkflow):
                 WriteExportInput(
                     export_id=inp.export_id,
                     session_id=inp.session_id,
-                    batch_size=inp.options.batch_size,
+                    batch_size=inp.options.export_batch_size,
                 ),
                 ExportResult,
                 long=True,
