@@ -21,6 +21,11 @@
 * ``--no-request-log``: without the two observability middlewares (the request
   log line and the Prometheus HTTP metrics), to show what they cost per request.
 
+Since commit 2023372 the service itself has every change ``--tuned`` makes
+(async dependencies, the counter routes first, ``gc.freeze()``, coalesced
+increments in ``session_service/coalescing.py``); ``--tuned`` is kept so the
+diagnostic rows of BENCHMARKS.md can still be reproduced.
+
 Served like ``session-service dev`` serves the API: its logging set up the same
 way (console lines, one per request), one uvicorn worker, default loop, no
 access log, and - with the real runtime - the Temporal worker in the same loop.
