@@ -17,12 +17,13 @@ one caller's oversized metadata fails only that caller.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from session_service.errors import Unprocessable
+from session_service.errors import Unavailable, Unprocessable
 
 # (session id, summed deltas, merged metadata or None, requests carried)
 Increment = Callable[[str, dict[str, int], "dict[str, Any] | None", int], Awaitable[None]]
@@ -75,17 +76,30 @@ class StatsCoalescer:
         self._pending.setdefault(session_id, _Batch()).requests.append(
             _Request(deltas, metadata, done)
         )
-        if session_id not in self._draining:
-            self._draining[session_id] = asyncio.create_task(self._drain(session_id))
+        task = self._draining.get(session_id)
+        if task is None or task.done():
+            # a context of its own: the UPDATE serves many requests, not the first one's id
+            self._draining[session_id] = asyncio.create_task(
+                self._drain(session_id), context=contextvars.Context()
+            )
         # shielded: a caller that disconnects doesn't cancel the UPDATE others wait on
         await asyncio.shield(done)
 
     async def _drain(self, session_id: str) -> None:
+        batch: _Batch | None = None
         try:
             while (batch := self._pending.pop(session_id, None)) is not None:
                 await self._run(session_id, batch)
         finally:
-            del self._draining[session_id]
+            if self._draining.get(session_id) is asyncio.current_task():
+                del self._draining[session_id]
+            # cancelled (shutting down): nobody may wait forever for an UPDATE that won't come
+            left = [
+                *(batch.requests if batch else []),
+                *self._pending.pop(session_id, _Batch()).requests,
+            ]
+            for r in left:
+                _settle(r.done, Unavailable("the service is shutting down; retry the call"))
 
     async def _run(self, session_id: str, batch: _Batch) -> None:
         deltas, metadata = batch.summed()
@@ -100,10 +114,6 @@ class StatsCoalescer:
         except Exception as exc:  # not found, locked, database down: the same for all
             for r in batch.requests:
                 _settle(r.done, exc)
-        except BaseException:  # cancelled (shutting down): so are its callers
-            for r in batch.requests:
-                r.done.cancel()
-            raise
         else:
             for r in batch.requests:
                 _settle(r.done, None)

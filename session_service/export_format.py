@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,14 +37,31 @@ class InvalidArtifact(ValueError):
 _NUMBERS = frozenset((float, int))
 
 
+def _finite(obj: Any) -> bool:
+    """No NaN or infinity anywhere in ``obj``: orjson would write those as ``null``."""
+    if type(obj) is float:
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return all(_finite(v) for v in obj)
+    return True
+
+
+def _json_line(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
 def _line(obj: Any) -> bytes:
     """Compact JSON and a newline. orjson writes floats ten times faster than ``json``, in
-    the same shortest round-trip form; what it refuses (integers past 64 bits, NaN in a
-    payload) goes through ``json`` as before."""
+    the same shortest round-trip form; what it refuses (integers past 64 bits) or would
+    change (NaN and infinities, which it writes as ``null``) goes through ``json``."""
+    if not _finite(obj):
+        return _json_line(obj)
     try:
         return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        return _json_line(obj)
 
 
 def loads(line: bytes) -> Any:
@@ -80,10 +98,18 @@ def point_lines(ids: Sequence[Any], vectors: Iterable[Any], payloads: Sequence[A
     """The lines of a page of points whose vectors may be float32 numpy rows: written as
     float32 (``-1.4284534``, not ``-1.4284534454345703``), they round-trip exactly to
     what Qdrant stores, in about half the bytes to encode, compress and parse."""
+    all_finite = not isinstance(vectors, np.ndarray) or bool(np.isfinite(vectors).all())
     out = []
     for point_id, vector, payload in zip(ids, vectors, payloads, strict=True):
         obj = {"id": point_id, "vector": vector, "payload": payload or {}}
+        if isinstance(vector, np.ndarray):
+            finite = all_finite or bool(np.isfinite(vector).all())
+        else:
+            finite = _finite(vector)
+        finite = finite and _finite(payload)
         try:
+            if not finite:
+                raise orjson.JSONEncodeError("NaN or infinity: orjson would write null")
             out.append(orjson.dumps(obj, option=_NUMPY))
         except orjson.JSONEncodeError:
             if isinstance(vector, np.ndarray):

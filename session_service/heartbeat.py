@@ -12,6 +12,7 @@ overwritten, and a long activity that stalls still times out.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import timedelta
 from typing import Any
 
@@ -55,12 +56,17 @@ class _Inbound(ActivityInboundInterceptor):
             beating.cancel()
 
     async def _beat(self, every: float) -> None:
+        # A heartbeat replaces the stored details: carry the last attempt's checkpoint,
+        # so a retried long activity that hasn't reported yet doesn't lose it.
+        details = activity.info().heartbeat_details
         while True:
             try:
                 await asyncio.wait_for(self.own.wait(), timeout=every)
-                return  # the activity heartbeats itself from now on
             except TimeoutError:
-                self.outbound.heartbeat()
+                pass
+            if self.own.is_set():
+                return  # the activity heartbeats itself from now on
+            self.outbound.heartbeat(*details)
 
 
 def _interval(timeout: timedelta) -> float:
@@ -68,7 +74,9 @@ def _interval(timeout: timedelta) -> float:
 
 
 def _is_sync(input: ExecuteActivityInput) -> bool:
-    return not asyncio.iscoroutinefunction(input.fn)
+    """As the SDK decides: a coroutine function, or an object whose ``__call__`` is one."""
+    fn = input.fn
+    return not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__))
 
 
 class AutoHeartbeat(Interceptor):

@@ -180,6 +180,17 @@ async def test_body_over_32_mib_is_413(client: httpx.AsyncClient, make: Factory)
         f"/sessions/{s['id']}", content=chunks(), headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
+    # a small Content-Length with chunked encoding too: chunked wins, so it is still counted
+    r = await client.put(
+        f"/sessions/{s['id']}",
+        content=chunks(),
+        headers={
+            "content-type": "application/json",
+            "content-length": "10",
+            "transfer-encoding": "chunked",
+        },
+    )
+    assert r.status_code == 413
     assert (await client.get(f"/sessions/{s['id']}")).json()["name"] == s["name"]
 
 

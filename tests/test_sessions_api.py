@@ -373,3 +373,34 @@ async def test_health_is_503_when_a_part_is_down(
     body = r.json()
     assert body["status"] == "unhealthy"
     assert body["checks"]["postgres"] == "ok" and body["checks"]["qdrant"].startswith("error")
+
+
+async def test_stats_callers_get_503_not_a_hang_when_the_update_is_cancelled(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime, monkeypatch: Any
+) -> None:
+    """The shared UPDATE is cancelled (the service shutting down): every caller waiting
+    on it, or queued behind it, is answered 503; the next call works again."""
+    s = await make.session()
+    started = asyncio.Event()
+
+    async def hang(*args: Any) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(runtime.repo, "increment_stats", hang)
+    calls = [
+        asyncio.create_task(client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1}))
+        for _ in range(5)
+    ]
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(0.05)  # the others queue behind the hung UPDATE
+    drains = runtime.sessions._stats._draining  # noqa: SLF001 - the fault is injected here
+    drains[s["id"]].cancel()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 5)
+    assert [r.status_code for r in answers] == [503] * 5
+    assert "retry" in answers[0].json()["detail"]
+    monkeypatch.undo()
+    ok = await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 2})
+    assert ok.status_code == 200
+    body = (await client.get(f"/sessions/{s['id']}")).json()
+    assert body["processing_stats"]["urls_processed"] == 2

@@ -497,3 +497,24 @@ async def test_long_thread_calls_repeat_the_checkpoint_while_they_run() -> None:
     got = await env.run(in_thread, lambda: time.sleep(0.5) or 7, details=({"points": 3},))
     assert got == 7
     assert len(beats) >= 3 and all(b == ({"points": 3},) for b in beats)
+
+
+def test_non_finite_numbers_survive_the_artifact_format() -> None:
+    """orjson would write NaN and infinities as null; the artifact keeps them as ``json``
+    does, in vectors (numpy pages) and payloads alike, and reads them back."""
+    import math
+
+    import numpy as np
+
+    from session_service import export_format as fmt
+
+    vectors = np.array([[1.0, float("nan")], [0.5, 0.25], [float("inf"), 2.0]], dtype=np.float32)
+    payloads = [{"score": 1.5}, {"score": float("-inf"), "n": [float("nan")]}, None]
+    lines = fmt.point_lines([1, 2, 3], vectors, payloads).splitlines()
+    back = [fmt.loads(line) for line in lines]
+    assert back[0]["id"] == 1 and math.isnan(back[0]["vector"][1])
+    assert back[1]["payload"]["score"] == float("-inf") and math.isnan(back[1]["payload"]["n"][0])
+    assert back[1]["vector"] == [0.5, 0.25]
+    assert back[2]["vector"][0] == float("inf") and back[2]["payload"] == {}
+    header = fmt.loads(fmt.header_line({"metadata": {"x": float("nan")}}, 2, "Cosine", "t"))
+    assert math.isnan(header["session"]["metadata"]["x"])

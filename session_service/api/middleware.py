@@ -92,14 +92,17 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         detail = f"the request body is larger than the {self.limit}-byte limit"
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit():
             if int(length) > self.limit:
                 await _send_problem(send, 413, "Content Too Large", detail)
                 return
-            # the HTTP server delivers no more than Content-Length: nothing to watch
-            await self.app(scope, receive, send)
-            return
+            if b"transfer-encoding" not in headers:
+                # the HTTP server delivers no more than Content-Length: nothing to watch
+                # (with Transfer-Encoding too, chunked wins, so the body is watched)
+                await self.app(scope, receive, send)
+                return
         seen = 0
         started = False
 
