@@ -55,8 +55,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         app.state.runtime = runtime
     problems.install(app)
+    counters.install(app)  # the hot writes, matched first
     app.include_router(health.router)
-    app.include_router(counters.router)  # the hot writes, matched first
     # Static /sessions/... paths first, so that /sessions/{id} does not shadow them.
     app.include_router(policy.router)
     app.include_router(compare.router)

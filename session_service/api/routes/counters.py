@@ -1,18 +1,22 @@
 """The hot per-session writes of the processing services: counters and model usage.
 
-A router of their own, included right after ``/health``: the platform's
-services call these far more often than anything else, and this FastAPI tries
-routes one by one, so they are matched first. No other route has these paths,
-so nothing is shadowed. For the same reason they take the request and the
-``X-User-Id`` header as plain parameters instead of the shared dependencies:
-this FastAPI re-solves every sub-dependency on every request.
+The platform's services call these far more often than anything else, so
+they are made cheap to reach (measured with ``bench/asgi_cost.py``):
+
+* ``install`` puts their routes on the app itself, first: this FastAPI tries
+  routes one by one and wraps each included router in another layer of
+  dispatch (~20 µs a request). No other route has these paths, so nothing is
+  shadowed.
+* They take the request and the ``X-User-Id`` header as plain parameters
+  instead of the shared dependencies: this FastAPI re-solves every
+  sub-dependency on every request.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 
 from session_service.api.deps import UserIdHeader, actor_for, sessions_of
 from session_service.errors import BadRequest
@@ -46,3 +50,8 @@ async def put_model_usage(
     actor = actor_for(x_user_id)
     await sessions_of(request).record_model(actor, session_id, kind, model_name)
     return Message(message=f"Recorded {kind.value} model {model_name}")
+
+
+def install(app: FastAPI) -> None:
+    """Add these routes to ``app`` directly; call before any ``include_router``."""
+    app.router.routes.extend(router.routes)
