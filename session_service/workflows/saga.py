@@ -129,6 +129,8 @@ class Saga:
             name, arg = self._undo.pop()
             try:
                 await self.undo_one(name, arg)
+            except GeneratorExit:  # evicted from the worker's cache: replayed elsewhere
+                raise
             except BaseException as exc:
                 raise ApplicationError(
                     f"compensation {name} failed after {type(cause).__name__}: {exc}",
@@ -143,8 +145,12 @@ class Saga:
         self._outcome("succeeded")
 
     async def fail(self, err: BaseException) -> NoReturn:
-        """Undo, count, and end with the error the operation deserves."""
-        if isinstance(err, workflow.ContinueAsNewError):
+        """Undo, count, and end with the error the operation deserves.
+
+        Continue-as-new is not a failure, and neither is the worker evicting the run
+        from its cache (the coroutine is closed with ``GeneratorExit``; it will be
+        replayed elsewhere): both pass straight through, with nothing undone."""
+        if isinstance(err, workflow.ContinueAsNewError | GeneratorExit):
             raise err
         await self.compensate(err)
         self._outcome("cancelled" if is_cancelled_exception(err) else "failed")
