@@ -74,6 +74,15 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _optional_upsert_row(raw: dict[str, Any], r: dict[str, Any], key: str, label: str) -> list[str]:
+    """The row of an optional raw upsert variant, with the import's ratio to it."""
+    if key not in raw:
+        return []
+    ratio_key = "import_vs_raw_" + key.replace("upsert_", "upsert_from_", 1)
+    ratio = f"import = {r[ratio_key]:.2f}x this"
+    return [_rate_row(label, raw[key], "seconds", ratio, _g(raw[key]))]
+
+
 def _rate_row(name: str, run: dict[str, Any], seconds_key: str, ref: str, growth: str) -> str:
     return _row(
         [
@@ -152,31 +161,14 @@ def markdown(results: dict[str, Any]) -> str:
             "1.00x (reference)",
             _g(raw["upsert"]),
         ),
-        *(
-            [
-                _rate_row(
-                    "raw upsert loop (read from the artifact)",
-                    raw["upsert_artifact"],
-                    "seconds",
-                    f"import = {r['import_vs_raw_upsert_from_artifact']:.2f}x this",
-                    _g(raw["upsert_artifact"]),
-                )
-            ]
-            if "upsert_artifact" in raw
-            else []
+        *_optional_upsert_row(
+            raw, r, "upsert_artifact", "raw upsert loop (read from the artifact)"
         ),
-        *(
-            [
-                _rate_row(
-                    "raw upsert loop (artifact, next batch parsed on a 2nd thread)",
-                    raw["upsert_artifact_prefetch"],
-                    "seconds",
-                    f"import = {r['import_vs_raw_upsert_from_artifact_prefetch']:.2f}x this",
-                    _g(raw["upsert_artifact_prefetch"]),
-                )
-            ]
-            if "upsert_artifact_prefetch" in raw
-            else []
+        *_optional_upsert_row(
+            raw,
+            r,
+            "upsert_artifact_prefetch",
+            "raw upsert loop (artifact, next batch parsed on a 2nd thread)",
         ),
         _rate_row(
             "seed: raw upsert, empty folder", results["seed"], "seconds", "", _g(results["seed"])

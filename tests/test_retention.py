@@ -299,15 +299,14 @@ async def test_a_failing_batch_fails_its_own_sessions_only(rstack: RetentionStac
     assert [r["locked_by"] for r in held] == [None, None]  # the failed child let go
 
 
-def racing_hold(victim: str, rt: Runtime) -> Any:
-    """Another operation takes ``victim`` between the sweep's evaluation and its hold."""
+def racing_hold(victim: str, rt: Runtime, change: str = "locked_by = 'merge-race'") -> Any:
+    """``victim`` changes (by default: another operation takes it) between the sweep's
+    evaluation and its hold."""
     real = SessionSteps(rt.repo, rt.vectors)
 
     @activity.defn(name="hold_for_delete")
     async def hold_for_delete(inp: HoldInput) -> HoldResult:
-        await rt.pool.execute(
-            "UPDATE sessions SET locked_by = 'merge-race' WHERE id = $1", uuid.UUID(victim)
-        )
+        await rt.pool.execute(f"UPDATE sessions SET {change} WHERE id = $1", uuid.UUID(victim))
         return await real.hold_for_delete(inp)
 
     return hold_for_delete
@@ -333,26 +332,12 @@ async def test_a_session_held_by_another_operation_is_skipped_in_a_batch(
     assert victim_collection in await rstack.runtime.vectors.collection_names()
 
 
-def racing_restore(victim: str, rt: Runtime) -> Any:
-    """``victim`` is restored between the sweep's evaluation and its hold."""
-    real = SessionSteps(rt.repo, rt.vectors)
-
-    @activity.defn(name="hold_for_delete")
-    async def hold_for_delete(inp: HoldInput) -> HoldResult:
-        await rt.pool.execute(
-            "UPDATE sessions SET status = 'active' WHERE id = $1", uuid.UUID(victim)
-        )
-        return await real.hold_for_delete(inp)
-
-    return hold_for_delete
-
-
 async def test_a_session_restored_after_evaluation_is_not_deleted(
     rstack: RetentionStack,
 ) -> None:
     doomed = [await rstack.session(status="archived", updated_days=120) for _ in range(3)]
     victim = doomed[2]
-    async with rstack.worker(racing_restore(victim, rstack.runtime)):
+    async with rstack.worker(racing_hold(victim, rstack.runtime, "status = 'active'")):
         r = await rstack.client.post("/sessions/cleanup", json=POLICY)
     assert r.status_code == 200, r.text
     stats = r.json()["cleanup_stats"]
