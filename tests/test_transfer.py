@@ -381,7 +381,12 @@ async def test_failing_export_leaves_no_artifact(ops_stack: OpsStack, runtime: R
     assert set(os.listdir(runtime.artifacts.root)) == files
 
 
-async def test_export_resumes_from_checkpoint(ops_stack: OpsStack, runtime: Runtime) -> None:
+@pytest.mark.parametrize("file_lost_its_tail", [False, True])
+async def test_export_resumes_from_checkpoint(
+    ops_stack: OpsStack, runtime: Runtime, file_lost_its_tail: bool
+) -> None:
+    """A retried export continues from its checkpoint; if the file is shorter than the
+    checkpoint says (its tail never reached the disk), it starts over instead."""
     c, make = ops_stack.client, ops_stack.make
     s = await seeded(make, list(range(95)), tag="x")
     stalled = asyncio.Event()
@@ -397,6 +402,9 @@ async def test_export_resumes_from_checkpoint(ops_stack: OpsStack, runtime: Runt
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    if file_lost_its_tail:
+        for name in part:
+            os.truncate(runtime.artifacts.root / name, 10)
     real = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
     resumed_at: list[Any] = []
 

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from session_service import export_format as fmt
+from session_service import logs
 from session_service.activities.errors import business_errors
 from session_service.activities.meter import points_moved
 from session_service.models import SessionModel
@@ -34,6 +35,7 @@ from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import PointRows, StoredPoint, VectorStore
 
 T = TypeVar("T")
+log = logs.get(__name__)
 
 # Heartbeat at least this often while blocking work runs in a thread, whatever the timeout.
 MAX_HEARTBEAT_INTERVAL = 10.0
@@ -184,6 +186,11 @@ class TransferSteps:
         details = activity.info().heartbeat_details
         checkpoint = ExportCheckpoint.model_validate(details[0]) if details else None
         key = writing_key(inp.export_id)
+        if checkpoint is not None and (self.store.size(key) or 0) < checkpoint.file_bytes:
+            # the file lost what the checkpoint says was written (a host crash before the
+            # page cache reached the disk, or another host without the shared volume)
+            log.warning("export file shorter than its checkpoint; starting over", key=key)
+            checkpoint = None
         if checkpoint is None:
             out = self.store.open_append(key, truncate_to=0)
             writer = _Writer(out, hashlib.sha256(), hashlib.sha256())
