@@ -25,6 +25,11 @@ from typing import Any
 
 from session_service.errors import Unavailable, Unprocessable
 
+STOPPED = (
+    "the service stopped before confirming this increment; it may or may not have been "
+    "applied (its UPDATE was cancelled in flight)"
+)
+
 # (session id, summed deltas, merged metadata or None, requests carried)
 Increment = Callable[[str, dict[str, int], "dict[str, Any] | None", int], Awaitable[None]]
 
@@ -99,7 +104,7 @@ class StatsCoalescer:
                 *self._pending.pop(session_id, _Batch()).requests,
             ]
             for r in left:
-                _settle(r.done, Unavailable("the service is shutting down; retry the call"))
+                _settle(r.done, Unavailable(STOPPED))
 
     async def _run(self, session_id: str, batch: _Batch) -> None:
         deltas, metadata = batch.summed()

@@ -398,7 +398,7 @@ async def test_stats_callers_get_503_not_a_hang_when_the_update_is_cancelled(
     drains[s["id"]].cancel()
     answers = await asyncio.wait_for(asyncio.gather(*calls), 5)
     assert [r.status_code for r in answers] == [503] * 5
-    assert "retry" in answers[0].json()["detail"]
+    assert "may or may not have been applied" in answers[0].json()["detail"]
     monkeypatch.undo()
     ok = await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 2})
     assert ok.status_code == 200
