@@ -79,10 +79,17 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
 
 
 def _tail(path: Path, lines: int = 30) -> str:
+    """What a failed start said: its error lines first (a Go panic's message sits above a
+    long goroutine dump that a plain tail would show instead), then the last lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    errors = [
+        line for line in text if any(k in line for k in ("panic:", "Error", "error", "FATAL"))
+    ][:5]
+    shown = [*errors, "...", *text[-lines:]] if errors else text[-lines:]
+    return "\n".join([*shown, f"(full log: {path})"])
 
 
 class EmbeddedPostgres:

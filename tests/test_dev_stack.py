@@ -206,3 +206,25 @@ def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevS
             src = c.get(f"/sessions/{sid}").json()
             assert src["status"] == "archived"
             assert c.get(f"/sessions/{sid}/collection").json()["points_count"] == 10_000
+
+
+def test_a_failed_temporal_start_says_why(tmp_path: Path) -> None:
+    """Its port taken, the dev server exits; the error shows its error line (not just the
+    tail of a goroutine dump) and where the whole log is."""
+    import socket
+
+    from session_service.embedded import EmbeddedTemporal
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        temporal = EmbeddedTemporal(tmp_path, port=port, ui_port=free_port())
+        try:
+            with pytest.raises(RuntimeError) as failed:
+                temporal.start(timeout=60)
+        finally:
+            temporal.stop()
+    message = str(failed.value)
+    assert "temporal" in message and "address already in use" in message
+    assert f"(full log: {tmp_path / 'temporal.log'})" in message
