@@ -9,6 +9,7 @@ Each test sweeps a database of its own, so counts are exact.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -348,6 +349,37 @@ async def test_a_session_restored_after_evaluation_is_not_deleted(
     )
     assert (row["status"], row["locked_by"]) == ("active", None)
     assert f"session_{uuid.UUID(victim).hex}" in await rstack.runtime.vectors.collection_names()
+
+
+async def test_a_batch_whose_child_is_already_running_is_skipped_not_failed(
+    rstack: RetentionStack,
+) -> None:
+    """A batch child with the same id still running (a reset sweep) holds those sessions:
+    they count as skipped, untouched, and nothing is reported as failed."""
+    doomed = sorted(
+        [await rstack.session(status="archived", updated_days=120) for _ in range(3)],
+        key=uuid.UUID,
+    )
+    key = f"k-{uuid.uuid4().hex}"
+    op = "cleanup-" + hashlib.sha256(f"None\0{key}".encode()).hexdigest()[:32]
+    squatter = await rstack.runtime.temporal.start_workflow(
+        "DeleteWorkflow",
+        id=f"{op}-delete-{uuid.UUID(doomed[0]).hex}",
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",  # never runs: stays "running"
+    )
+    try:
+        async with rstack.worker():
+            r = await rstack.client.post(
+                "/sessions/cleanup", json=POLICY, headers={"Idempotency-Key": key}
+            )
+    finally:
+        await squatter.terminate()
+    assert r.status_code == 200, r.text
+    assert r.headers["Operation-Id"] == op
+    stats = r.json()["cleanup_stats"]
+    assert stats["deleted_count"] == 0 and stats["skipped_locked_count"] == 3
+    assert stats["failed_count"] == 0 and "failures" not in stats
+    assert set(await rstack.statuses()) == set(doomed)
 
 
 async def test_batch_delete_steps_are_retry_safe(

@@ -201,7 +201,10 @@ class RetentionWorkflow(SagaWorkflow):
                 return result
             except asyncio.CancelledError:
                 continue  # past the point of no return: let it finish
-            except (ChildWorkflowError, WorkflowAlreadyStartedError) as exc:
+            except WorkflowAlreadyStartedError:
+                # that batch's child is still running (a reset run): it holds them
+                return DeleteBatchResult(message="already being deleted", held=session_ids)
+            except ChildWorkflowError as exc:
                 error = _child_error(exc)
                 return DeleteBatchResult(
                     message=error,
@@ -257,6 +260,6 @@ class RetentionWorkflow(SagaWorkflow):
         )
 
 
-def _child_error(exc: ChildWorkflowError | WorkflowAlreadyStartedError) -> str:
+def _child_error(exc: ChildWorkflowError) -> str:
     cause = getattr(exc, "cause", None)
     return str(getattr(cause, "message", None) or exc.message)
