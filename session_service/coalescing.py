@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,13 +55,24 @@ class _Batch:
         return dict(deltas), metadata or None
 
 
+def _own(error: BaseException) -> BaseException:
+    """A copy per caller: one instance raised in many tasks would gather every task's
+    frames in its traceback, and a logged 500 would show them all."""
+    try:
+        mine = copy.copy(error)
+    except Exception:  # an exception that can't be copied: share it
+        return error
+    mine.__cause__, mine.__context__ = error.__cause__, error.__context__
+    return mine
+
+
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():
         return
     if error is None:
         future.set_result(None)
     else:
-        future.set_exception(error)
+        future.set_exception(_own(error))
         # a caller that went away (client disconnected) must not leave the error unretrieved
         future.add_done_callback(lambda f: f.exception())
 
