@@ -106,15 +106,15 @@ def point_lines(ids: Sequence[Any], vectors: Iterable[Any], payloads: Sequence[A
             finite = all_finite or bool(np.isfinite(vector).all())
         else:
             finite = _finite(vector)
-        finite = finite and _finite(payload)
-        try:
-            if not finite:
-                raise orjson.JSONEncodeError("NaN or infinity: orjson would write null")
-            out.append(orjson.dumps(obj, option=_NUMPY))
-        except orjson.JSONEncodeError:
-            if isinstance(vector, np.ndarray):
-                vector = [float(v) for v in vector.tolist()]
-            out.append(point_line(point_id, vector, payload))
+        if finite and _finite(payload):
+            try:
+                out.append(orjson.dumps(obj, option=_NUMPY))
+                continue
+            except orjson.JSONEncodeError:
+                pass  # what orjson refuses goes through ``json`` below
+        if isinstance(vector, np.ndarray):
+            vector = [float(v) for v in vector.tolist()]
+        out.append(point_line(point_id, vector, payload))
     return b"".join(out)
 
 

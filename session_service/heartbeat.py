@@ -24,7 +24,15 @@ from temporalio.worker import (
     Interceptor,
 )
 
-MIN_INTERVAL = 0.05  # seconds; only reached with test-sized timeouts
+MIN_INTERVAL = 0.01  # seconds; only reached with test-sized timeouts
+MAX_INTERVAL = 10.0  # beat at least this often, whatever the timeout
+
+
+def heartbeat_interval(timeout: timedelta | None) -> float:
+    """A third of the heartbeat timeout: two beats may be lost before it expires."""
+    if timeout is None:
+        return MAX_INTERVAL
+    return max(MIN_INTERVAL, min(MAX_INTERVAL, timeout.total_seconds() / 3))
 
 
 class _Own(ActivityOutboundInterceptor):
@@ -49,7 +57,7 @@ class _Inbound(ActivityInboundInterceptor):
         timeout = activity.info().heartbeat_timeout
         if not timeout or _is_sync(input):  # all of ours are async; a sync one would own it
             return await super().execute_activity(input)
-        beating = asyncio.create_task(self._beat(_interval(timeout)))
+        beating = asyncio.create_task(self._beat(heartbeat_interval(timeout)))
         try:
             return await super().execute_activity(input)
         finally:
@@ -67,10 +75,6 @@ class _Inbound(ActivityInboundInterceptor):
             if self.own.is_set():
                 return  # the activity heartbeats itself from now on
             self.outbound.heartbeat(*details)
-
-
-def _interval(timeout: timedelta) -> float:
-    return max(timeout.total_seconds() / 3, MIN_INTERVAL)
 
 
 def _is_sync(input: ExecuteActivityInput) -> bool:

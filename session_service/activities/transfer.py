@@ -19,6 +19,7 @@ from session_service import export_format as fmt
 from session_service import logs
 from session_service.activities.errors import business_errors
 from session_service.activities.meter import points_moved
+from session_service.heartbeat import heartbeat_interval
 from session_service.models import SessionModel
 from session_service.operation_types import (
     ErrorType,
@@ -37,17 +38,6 @@ from session_service.stores.vector_store import PointRows, StoredPoint, VectorSt
 T = TypeVar("T")
 log = logs.get(__name__)
 
-# Heartbeat at least this often while blocking work runs in a thread, whatever the timeout.
-MAX_HEARTBEAT_INTERVAL = 10.0
-
-
-def heartbeat_interval() -> float:
-    """A third of the activity's heartbeat timeout: two beats may be lost before it expires."""
-    timeout = activity.info().heartbeat_timeout
-    if timeout is None:
-        return MAX_HEARTBEAT_INTERVAL
-    return max(0.01, min(MAX_HEARTBEAT_INTERVAL, timeout.total_seconds() / 3))
-
 
 async def beating(job: Future[T], details: tuple[Any, ...] = ()) -> T:
     """Wait for ``job`` (on a thread) and heartbeat ``details`` meanwhile.
@@ -58,7 +48,7 @@ async def beating(job: Future[T], details: tuple[Any, ...] = ()) -> T:
     wait for ``job`` before closing the file.
     """
     waiter = asyncio.wrap_future(job)
-    interval = heartbeat_interval()
+    interval = heartbeat_interval(activity.info().heartbeat_timeout)
     while True:
         done, _ = await asyncio.wait({waiter}, timeout=interval)
         if done:

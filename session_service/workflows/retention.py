@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
@@ -32,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from session_service.workflows.delete import DeleteWorkflow
     from session_service.workflows.saga import NO_ARG, Saga, SagaWorkflow
+
+T = TypeVar("T")
 
 MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
@@ -176,9 +179,7 @@ class RetentionWorkflow(SagaWorkflow):
             for result in await asyncio.gather(*(self._delete_batch(op, state, b) for b in group)):
                 totals.deleted += result.deleted
                 totals.skipped_locked += len(result.held)
-                totals.failed += len(result.failures)
-                room = MAX_FAILURES_KEPT - len(totals.failures)
-                totals.failures += result.failures[: max(0, room)]
+                _record_failures(totals, result.failures)
 
     async def _delete_batch(
         self, op: str, state: RetentionInput, session_ids: list[str]
@@ -195,21 +196,18 @@ class RetentionWorkflow(SagaWorkflow):
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
         )
-        while True:
-            try:
-                result: DeleteBatchResult = await asyncio.shield(task)
-                return result
-            except asyncio.CancelledError:
-                continue  # past the point of no return: let it finish
-            except WorkflowAlreadyStartedError:
-                # that batch's child is still running (a reset run): it holds them
-                return DeleteBatchResult(message="already being deleted", held=session_ids)
-            except ChildWorkflowError as exc:
-                error = _child_error(exc)
-                return DeleteBatchResult(
-                    message=error,
-                    failures=[{"session_id": sid, "error": error} for sid in session_ids],
-                )
+        try:
+            result: DeleteBatchResult = await _outlive(task)
+            return result
+        except WorkflowAlreadyStartedError:
+            # that batch's child is still running (a reset run): it holds them
+            return DeleteBatchResult(message="already being deleted", held=session_ids)
+        except ChildWorkflowError as exc:
+            error = _child_error(exc)
+            return DeleteBatchResult(
+                message=error,
+                failures=[{"session_id": sid, "error": error} for sid in session_ids],
+            )
 
     async def _delete_one_by_one(self, state: RetentionInput, ids: list[str]) -> None:
         """Before BATCHED_DELETES: a child per session (kept for replaying those runs)."""
@@ -223,9 +221,7 @@ class RetentionWorkflow(SagaWorkflow):
                 elif outcome == "held":
                     totals.skipped_locked += 1
                 else:
-                    totals.failed += 1
-                    if len(totals.failures) < MAX_FAILURES_KEPT:
-                        totals.failures.append({"session_id": sid, "error": outcome})
+                    _record_failures(totals, [{"session_id": sid, "error": outcome}])
 
     async def _delete(self, state: RetentionInput, session_id: str) -> str:
         """One permanent delete as a child that outlives this run; never raises."""
@@ -237,16 +233,13 @@ class RetentionWorkflow(SagaWorkflow):
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
         )
-        while True:
-            try:
-                await asyncio.shield(task)
-                return "deleted"
-            except asyncio.CancelledError:
-                continue  # past the point of no return: let it finish
-            except WorkflowAlreadyStartedError:
-                return "held"
-            except ChildWorkflowError as exc:
-                return _child_error(exc)
+        try:
+            await _outlive(task)
+            return "deleted"
+        except WorkflowAlreadyStartedError:
+            return "held"
+        except ChildWorkflowError as exc:
+            return _child_error(exc)
 
     def _page(
         self, op: str, state: RetentionInput, rules: RetentionRules, now: datetime
@@ -263,3 +256,19 @@ class RetentionWorkflow(SagaWorkflow):
 def _child_error(exc: ChildWorkflowError) -> str:
     cause = getattr(exc, "cause", None)
     return str(getattr(cause, "message", None) or exc.message)
+
+
+async def _outlive(task: asyncio.Future[T]) -> T:
+    """A delete child's result; past the point of no return, a cancel lets it finish."""
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+
+
+def _record_failures(totals: RetentionTotals, failures: list[dict[str, str]]) -> None:
+    """Count every failure; keep the first ``MAX_FAILURES_KEPT`` to report."""
+    totals.failed += len(failures)
+    room = MAX_FAILURES_KEPT - len(totals.failures)
+    totals.failures += failures[: max(0, room)]
