@@ -16,9 +16,13 @@ from session_service.runtime import Runtime
 from session_service.sessions import SessionService
 
 
-async def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
 
 
 async def get_sessions(request: Request) -> SessionService:
@@ -41,8 +45,7 @@ def actor_for(x_user_id: str | None) -> Actor:
 
 
 def sessions_of(request: Request) -> SessionService:
-    runtime: Runtime = request.app.state.runtime
-    return runtime.sessions
+    return runtime_of(request).sessions
 
 
 async def get_actor(x_user_id: UserIdHeader = None) -> Actor:
