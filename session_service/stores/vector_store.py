@@ -1,34 +1,22 @@
-"""Every qdrant-client call of the service.
+"""The vector store the service talks to, whichever engine holds the vectors.
 
-The client is synchronous and, in local mode, blocks and allows one client
-per folder. So the process holds exactly one client and runs its calls on a
-dedicated executor: one thread for local mode (its storage is not
-thread-safe), a few for a server. The event loop stays free while points move.
+Two backends implement it: Qdrant Edge in-process (``edge_store``, the embedded
+default and the single-node mode) and a Qdrant server through qdrant-client
+(``qdrant_server``). Everything above this module sees only :class:`VectorStore`,
+so merge, split, export, import and the points API run unchanged on either.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
-
-T = TypeVar("T")
-
-_DISTANCES = {
-    "Cosine": models.Distance.COSINE,
-    "Dot": models.Distance.DOT,
-    "Euclid": models.Distance.EUCLID,
-    "Manhattan": models.Distance.MANHATTAN,
-}
+if TYPE_CHECKING:
+    from session_service.point_query import PointQuery, ScoredPointOut
+    from session_service.settings import Settings
 
 PointId = int | str
 
@@ -50,21 +38,6 @@ class PointRows:
     payloads: list[dict[str, Any] | None]
 
 
-def _rows(records: list[models.Record]) -> PointRows:
-    vectors: Any = [r.vector for r in records]
-    try:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if matrix.ndim == 2:
-            vectors = matrix
-    except (TypeError, ValueError):  # a point without a vector, or named vectors
-        pass
-    return PointRows(
-        ids=[r.id if isinstance(r.id, int) else str(r.id) for r in records],
-        vectors=vectors,
-        payloads=[r.payload for r in records],
-    )
-
-
 @dataclass(frozen=True)
 class CollectionParams:
     vector_size: int
@@ -72,112 +45,62 @@ class CollectionParams:
     points_count: int
 
 
-def _stored(record: models.Record) -> StoredPoint:
-    vector = record.vector
-    return StoredPoint(
-        id=record.id if isinstance(record.id, int) else str(record.id),
-        vector=list(vector) if isinstance(vector, list) else None,  # type: ignore[arg-type]
-        payload=record.payload,
-    )
+@dataclass(frozen=True)
+class IndexReport:
+    """What building a collection's search index did (``built`` False: nothing to do)."""
+
+    built: bool
+    points: int
+    indexed: int
+    seconds: float
+    replayed: int = 0  # writes that arrived while the index was built, applied after
 
 
 def collection_name_for(session_id: str) -> str:
     return f"session_{uuid.UUID(session_id).hex}"
 
 
-class VectorStore:
-    def __init__(self, client: QdrantClient, *, local: bool) -> None:
-        self.client = client
-        self.local = local
-        self._executor = ThreadPoolExecutor(
-            max_workers=1 if local else 8, thread_name_prefix="qdrant"
-        )
+def point_id(value: Any) -> PointId:
+    """Ids as the API shows them: integers, or UUIDs as strings."""
+    return value if isinstance(value, int) else str(value)
 
-    @classmethod
-    def open(
-        cls, *, url: str | None, api_key: str | None = None, path: Path | None = None
-    ) -> VectorStore:
-        if url:
-            return cls(QdrantClient(url=url, api_key=api_key, timeout=60), local=False)
-        if path is None:
-            return cls(QdrantClient(location=":memory:"), local=True)
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(QdrantClient(path=str(path)), local=True)
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+class VectorStore(ABC):
+    """One collection per session; every method is safe to retry (idempotent) and runs
+    its engine calls off the event loop."""
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        self.client.close()
+    backend: str
 
     # collections
 
+    @abstractmethod
     async def ensure_collection(self, name: str, vector_size: int, distance: str) -> None:
-        """Create the collection if missing (idempotent: safe to retry)."""
+        """Create the collection if missing."""
 
-        def create() -> None:
-            if self.client.collection_exists(name):
-                return
-            self.client.create_collection(
-                name,
-                vectors_config=models.VectorParams(size=vector_size, distance=_DISTANCES[distance]),
-            )
-
-        await self._run(create)
-
+    @abstractmethod
     async def drop_collection(self, name: str) -> None:
-        """Delete the collection if present (idempotent)."""
+        """Delete the collection if present."""
 
-        def drop() -> None:
-            if self.client.collection_exists(name):
-                self.client.delete_collection(name)
-
-        await self._run(drop)
-
+    @abstractmethod
     async def collection_params(self, name: str) -> CollectionParams | None:
-        def info() -> CollectionParams | None:
-            if not self.client.collection_exists(name):
-                return None
-            desc = self.client.get_collection(name)
-            params = desc.config.params.vectors
-            assert isinstance(params, models.VectorParams)
-            count = self.client.count(name, exact=True).count
-            return CollectionParams(
-                vector_size=params.size, distance=params.distance.value, points_count=count
-            )
+        """Vector parameters and exact point count, or None when there is no collection."""
 
-        return await self._run(info)
+    @abstractmethod
+    async def exists(self, name: str) -> bool: ...
 
-    async def exists(self, name: str) -> bool:
-        """Cheap, unlike ``collection_params`` (whose exact count reads every point)."""
-        return await self._run(self.client.collection_exists, name)
+    @abstractmethod
+    async def collection_names(self) -> set[str]: ...
 
-    async def collection_names(self) -> set[str]:
-        def names() -> set[str]:
-            return {c.name for c in self.client.get_collections().collections}
-
-        return await self._run(names)
-
+    @abstractmethod
     async def count(self, name: str) -> int:
-        def count() -> int:
-            if not self.client.collection_exists(name):
-                return 0
-            return self.client.count(name, exact=True).count
-
-        return await self._run(count)
+        """Exact count; 0 for a missing collection."""
 
     # points
 
-    async def upsert(self, name: str, points: Sequence[StoredPoint]) -> int:
-        structs = [
-            models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload or {})
-            for p in points
-        ]
-        await self._run(self.client.upsert, name, structs, wait=True)
-        return len(structs)
+    @abstractmethod
+    async def upsert(self, name: str, points: Sequence[StoredPoint]) -> int: ...
 
+    @abstractmethod
     async def scroll(
         self,
         name: str,
@@ -186,78 +109,81 @@ class VectorStore:
         offset: PointId | None = None,
         with_vectors: bool = False,
     ) -> tuple[list[StoredPoint], PointId | None]:
-        records, next_offset = await self._run(
-            self.client.scroll,
-            name,
-            limit=limit,
-            offset=offset,
-            with_payload=True,
-            with_vectors=with_vectors,
-        )
-        return [_stored(r) for r in records], next_offset  # type: ignore[return-value]
+        """A page in id order and the offset of the next one (None at the end)."""
 
+    @abstractmethod
     async def scroll_rows(
         self, name: str, *, limit: int, offset: PointId | None = None
     ) -> tuple[PointRows, PointId | None]:
-        """``scroll`` with vectors, as a :class:`PointRows` built on the Qdrant thread."""
+        """``scroll`` with vectors, as a :class:`PointRows` built off the event loop."""
 
-        def page() -> tuple[PointRows, PointId | None]:
-            records, next_offset = self.client.scroll(
-                name, limit=limit, offset=offset, with_payload=True, with_vectors=True
-            )
-            return _rows(records), next_offset  # type: ignore[return-value]
-
-        return await self._run(page)
-
+    @abstractmethod
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
 
-        def delete() -> int:
-            found = self.client.retrieve(name, ids=list(ids), with_payload=False)
-            if found:
-                self.client.delete(
-                    name, points_selector=models.PointIdsList(points=[r.id for r in found])
-                )
-            return len(found)
-
-        return await self._run(delete)
-
+    @abstractmethod
     async def retrieve(
         self, name: str, ids: Sequence[PointId], *, with_vectors: bool = True
     ) -> list[StoredPoint]:
         """The points of ``ids`` that exist, with payloads (and vectors)."""
-        records = await self._run(
-            self.client.retrieve, name, ids=list(ids), with_payload=True, with_vectors=with_vectors
-        )
-        return [_stored(r) for r in records]
 
-    async def existing_ids(self, name: str, ids: Sequence[PointId]) -> set[PointId]:
-        def find() -> set[PointId]:
-            if not self.client.collection_exists(name):
-                return set()
-            found = self.client.retrieve(name, ids=list(ids), with_payload=False)
-            return {r.id if isinstance(r.id, int) else str(r.id) for r in found}
+    @abstractmethod
+    async def existing_ids(self, name: str, ids: Sequence[PointId]) -> set[PointId]: ...
 
-        return await self._run(find)
-
+    @abstractmethod
     async def delete_ids(self, name: str, ids: Sequence[PointId]) -> None:
         """Delete ``ids`` from ``name`` (absent ids and collections are fine)."""
 
-        def delete() -> None:
-            if ids and self.client.collection_exists(name):
-                self.client.delete(name, points_selector=models.PointIdsList(points=list(ids)))
+    @abstractmethod
+    async def query(self, name: str, query: PointQuery) -> list[ScoredPointOut]:
+        """Nearest points to ``query.vector``, best first, filtered (API.md section C)."""
 
-        await self._run(delete)
+    # durability and maintenance
 
-    async def ping(self) -> None:
-        await self._run(self.client.get_collections)
+    @abstractmethod
+    async def flush(self, name: str) -> None:
+        """Make what was written to ``name`` durable on disk (a no-op where the engine
+        already is: a server, or a collection that is missing)."""
+
+    @abstractmethod
+    async def build_index(self, name: str) -> IndexReport:
+        """Build the collection's search index, without holding its reads or writes."""
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+async def open_vector_store(settings: Settings) -> VectorStore:
+    """The server backend when ``QDRANT_URL`` (or host/port) is set, else Edge shards
+    under ``<data-dir>/vectors`` (migrating an older local-mode folder first)."""
+    url = settings.effective_qdrant_url
+    if url:
+        from session_service.stores.qdrant_server import QdrantServerStore
+
+        return QdrantServerStore.connect(url, api_key=settings.qdrant_api_key)
+    from session_service.stores.edge_store import EdgeStore
+    from session_service.stores.local_migration import migrate_local_mode
+
+    store = EdgeStore(settings.vector_dir, open_shards=settings.vector_open_shards)
+    try:
+        await migrate_local_mode(settings.qdrant_path, store)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 __all__ = [
     "CollectionParams",
+    "IndexReport",
+    "PointId",
     "PointRows",
     "StoredPoint",
-    "UnexpectedResponse",
     "VectorStore",
     "collection_name_for",
+    "open_vector_store",
+    "point_id",
 ]
