@@ -53,8 +53,8 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
-    """The API under uvicorn; with the worker in the same event loop when asked (``dev``),
-    sharing the one Qdrant client that local mode allows."""
+    """The API under uvicorn; with the worker in the same event loop when asked (``dev``,
+    ``serve``), sharing the Edge shards that only one process may open."""
     from session_service.api.app import create_app
     from session_service.runtime import Runtime
     from session_service.worker import worker_for
@@ -96,7 +96,8 @@ async def _work(settings: Settings) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Start Postgres, Temporal (with UI), Qdrant local mode and the API in one process tree."""
+    """Start Postgres, Temporal (with UI), Qdrant Edge, the API and the worker in one
+    process tree."""
     from session_service.embedded import EmbeddedPostgres, EmbeddedTemporal
 
     settings = Settings()
@@ -118,7 +119,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             update["temporal_ui_url"] = temporal.ui_url
             log.info("temporal ready", address=temporal.address, ui=temporal.ui_url)
         settings = settings.model_copy(update=update)
-        asyncio.run(_serve(settings, args.host, args.port, with_worker=True))
+        return _run_serving(settings, args, "dev")
     finally:
         if temporal is not None:
             temporal.stop()
@@ -128,16 +129,77 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_engine_missing(settings: Settings, command: str) -> bool:
+    """``api`` and ``worker`` are separate processes: they need one vector engine that
+    both reach. An Edge shard opens in one process only, so Edge can't be it."""
+    if settings.vector_backend == "server":
+        return False
+    print(
+        f"session-service {command}: QDRANT_URL is not set. The api and worker processes "
+        "need a shared Qdrant server (QDRANT_URL, or QDRANT_HOST/QDRANT_PORT): the embedded "
+        "engine (Qdrant Edge) opens its data in one process only. On a single node, run "
+        "`session-service serve` (API and worker in one process, vectors under DATA_DIR); "
+        "on a laptop, `session-service dev`.",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _external_stores_missing(settings: Settings, command: str) -> bool:
+    missing = [
+        name
+        for name, value in (
+            ("DATABASE_URL", settings.database_url),
+            ("TEMPORAL_ADDRESS", settings.temporal_address),
+        )
+        if not value
+    ]
+    if missing:
+        print(
+            f"session-service {command}: {' and '.join(missing)} not set "
+            "(or run `session-service dev`, which starts its own)",
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API against the stores named by the environment (production)."""
     settings = Settings()
+    if _external_stores_missing(settings, "api") or _shared_engine_missing(settings, "api"):
+        return 2
     asyncio.run(_serve(settings, args.host, args.port, with_worker=False))
     return 0
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
     """Run the Temporal worker alone (production; scale out by running more)."""
-    asyncio.run(_work(Settings()))
+    settings = Settings()
+    if _external_stores_missing(settings, "worker") or _shared_engine_missing(settings, "worker"):
+        return 2
+    asyncio.run(_work(settings))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the API and run the worker in one process (a single node): Postgres and
+    Temporal from the environment, vectors in Qdrant Edge under DATA_DIR unless
+    QDRANT_URL names a server."""
+    settings = Settings()
+    if _external_stores_missing(settings, "serve"):
+        return 2
+    return _run_serving(settings, args, "serve")
+
+
+def _run_serving(settings: Settings, args: argparse.Namespace, command: str) -> int:
+    """API and worker in this process; a data dir that can't be opened is one clear line."""
+    from session_service.stores.local_migration import MigrationError
+
+    try:
+        asyncio.run(_serve(settings, args.host, args.port, with_worker=True))
+    except MigrationError as exc:
+        print(f"session-service {command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -181,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8087)
     api.set_defaults(func=cmd_api)
 
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__)
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8087)
+    serve.set_defaults(func=cmd_serve)
+
     work = sub.add_parser("worker", help=cmd_worker.__doc__)
     work.set_defaults(func=cmd_worker)
 
@@ -195,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("dev", "api", "worker", "migrate"):
+    if args.command in ("dev", "api", "serve", "worker", "migrate"):
         settings = Settings()
         default = "console" if args.command == "dev" else "json"
         logs.configure(

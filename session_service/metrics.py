@@ -37,6 +37,7 @@ OPERATIONS_STARTED = Counter(
 OPERATIONS_FINISHED = "session_service_operations_finished"
 OPERATION_DURATION = "session_service_operation_duration_seconds"
 POINTS_MOVED = "session_service_points_moved"
+INDEX_BUILD = "session_service_index_build_seconds"
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -426,3 +426,25 @@ class FinishImportInput(BaseModel):
     session_id: str
     processing_stats: dict[str, Any] = Field(default_factory=dict)
     model_usage: dict[str, Any] = Field(default_factory=dict)
+
+
+# search index follow-up (after merge, split and import)
+
+
+class IndexInput(BaseModel):
+    collections: list[str]
+    session_ids: list[str] = Field(default_factory=list)
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class IndexOutcome(BaseModel):
+    collection: str
+    built: bool
+    points: int = 0
+    indexed: int = 0
+    seconds: float = 0.0
+    replayed: int = 0
+
+
+class IndexResult(BaseModel):
+    collections: list[IndexOutcome] = Field(default_factory=list)

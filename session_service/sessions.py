@@ -31,6 +31,7 @@ from session_service.models import (
     SessionUpdate,
     StatsUpdate,
 )
+from session_service.point_query import PointQuery, QueryResult
 from session_service.stores.repository import PageCursor, SessionFilter, SessionRepository
 from session_service.stores.vector_store import StoredPoint, VectorStore, collection_name_for
 
@@ -312,6 +313,15 @@ class SessionService:
         n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
         await self.repo.touch(session_id)
         return n
+
+    async def query_points(self, actor: Actor, session_id: str, query: PointQuery) -> QueryResult:
+        session = await self.load(actor, session_id, Permission.read)
+        size = session.configuration.vector_size
+        if len(query.vector) != size:
+            raise Unprocessable(
+                f"vector has {len(query.vector)} values; this session's vector_size is {size}"
+            )
+        return QueryResult(points=await self.vectors.query(session.qdrant_collection_name, query))
 
     async def collection(self, actor: Actor, session_id: str) -> CollectionInfo:
         session = await self.load(actor, session_id, Permission.read)

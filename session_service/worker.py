@@ -15,7 +15,13 @@ from temporalio.worker import (
 )
 
 from session_service import logs, schedule
-from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
+from session_service.activities import (
+    IndexSteps,
+    PointSteps,
+    RetentionSteps,
+    SessionSteps,
+    TransferSteps,
+)
 from session_service.embedded import SEARCH_ATTRIBUTES
 from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
@@ -26,6 +32,7 @@ from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
 
 log = logs.get(__name__)
+DEFAULT_INDEX_MIN_POINTS: int = Settings.model_fields["vector_index_min_points"].default
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -91,9 +98,14 @@ class LogContext(Interceptor):
 
 
 def activities(
-    repo: SessionRepository, vectors: VectorStore, store: ArtifactStore
+    repo: SessionRepository,
+    vectors: VectorStore,
+    store: ArtifactStore,
+    *,
+    index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
 ) -> list[Callable[..., Any]]:
     steps: list[Any] = [
+        *IndexSteps(vectors, index_min_points).all(),
         *SessionSteps(repo, vectors).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
@@ -111,10 +123,12 @@ def build_worker(
     *,
     overrides: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 16,
+    index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way)."""
     by_name: dict[str, Callable[..., Any]] = {}
-    for fn in [*activities(repo, vectors, store), *overrides]:
+    steps = activities(repo, vectors, store, index_min_points=index_min_points)
+    for fn in [*steps, *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
         by_name[defn.name] = fn
     return Worker(
@@ -137,4 +151,5 @@ async def worker_for(runtime: Runtime) -> Worker:
         runtime.repo,
         runtime.vectors,
         runtime.artifacts,
+        index_min_points=runtime.settings.vector_index_min_points,
     )

@@ -137,8 +137,10 @@ def _condition(c: FieldCondition | QueryFilter) -> Any:
     assert c.match is not None
     if c.match.any is not None:
         return qe.FieldCondition(c.key, match=qe.MatchAny(c.match.any))
-    assert c.match.value is not None
-    return qe.FieldCondition(c.key, match=qe.MatchValue(c.match.value))
+    value: Any = c.match.value
+    if isinstance(value, bool):  # 0.9.0 reads a Python bool as the integer 0/1 (no match
+        value = np.bool_(value)  # on a boolean payload); numpy's bool reaches it as a bool
+    return qe.FieldCondition(c.key, match=qe.MatchValue(value))
 
 
 def _filter(f: QueryFilter) -> qe.Filter:
@@ -296,15 +298,19 @@ class EdgeStore(VectorStore):
 
         await self._run(drop)
 
+    def _vector_params(self, name: str) -> tuple[int, str]:
+        config = json.loads((self._path(name) / CONFIG_FILE).read_text())
+        vector = config["vectors"][""]
+        return int(vector["size"]), str(vector["distance"])
+
     def _params(self, name: str) -> CollectionParams | None:
         with self._using(name) as shard:
             if shard is None:
                 return None
-            config = json.loads((self._path(name) / CONFIG_FILE).read_text())
-            vector = config["vectors"][""]
+            size, distance = self._vector_params(name)
             return CollectionParams(
-                vector_size=int(vector["size"]),
-                distance=str(vector["distance"]),
+                vector_size=size,
+                distance=distance,
                 points_count=shard.count(qe.CountRequest(exact=True)),
             )
 
@@ -590,7 +596,14 @@ class EdgeStore(VectorStore):
 
 
 def _optimize_main(path: str) -> int:
-    shard = qe.EdgeShard.load(path)
+    """The child process of ``_optimize_copy``. Segments of any size get an index: when to
+    build one at all is the service's choice (``VECTOR_INDEX_MIN_POINTS``)."""
+    vector = json.loads((Path(path) / CONFIG_FILE).read_text())["vectors"][""]
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=vector["size"], distance=_DISTANCES[vector["distance"]]),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+    )
+    shard = qe.EdgeShard.load(path, config)
     try:
         shard.optimize()
         shard.flush()

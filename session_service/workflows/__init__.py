@@ -3,6 +3,7 @@
 from session_service.workflows.delete import DeleteWorkflow
 from session_service.workflows.export import ExportWorkflow
 from session_service.workflows.importing import ImportWorkflow
+from session_service.workflows.index import IndexWorkflow
 from session_service.workflows.merge import MergeWorkflow
 from session_service.workflows.retention import RetentionWorkflow
 from session_service.workflows.split import SplitWorkflow
@@ -14,6 +15,7 @@ ALL_WORKFLOWS: list[type] = [
     RetentionWorkflow,
     ExportWorkflow,
     ImportWorkflow,
+    IndexWorkflow,
 ]
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "DeleteWorkflow",
     "ExportWorkflow",
     "ImportWorkflow",
+    "IndexWorkflow",
     "MergeWorkflow",
     "RetentionWorkflow",
     "SplitWorkflow",

@@ -90,6 +90,7 @@ class ImportWorkflow(SagaWorkflow):
             saga.commit()
             if inp.staged:
                 await saga.final_step("delete_artifact", inp.artifact_key)
+            await saga.index_after([inp.session_id])
             saga.done()
             return result
         except BaseException as err:

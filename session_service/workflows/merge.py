@@ -104,6 +104,7 @@ class MergeWorkflow(SagaWorkflow):
                 SessionModel,
             )
             saga.commit()
+            await saga.index_after([inp.target_id])
             saga.done()
             return result
         except BaseException as err:

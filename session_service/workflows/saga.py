@@ -12,18 +12,31 @@ from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from session_service.metrics import OPERATION_DURATION, OPERATIONS_FINISHED
-    from session_service.operation_types import ERROR_STATUS, ErrorType, Progress, StepOptions
+    from session_service.operation_types import (
+        ERROR_STATUS,
+        ErrorType,
+        IndexInput,
+        Progress,
+        StepOptions,
+    )
+    from session_service.stores.vector_store import collection_name_for
 
 T = TypeVar("T")
 
 BUSINESS_ERRORS = [e.value for e in ERROR_STATUS]
 QUICK = timedelta(seconds=60)
 NO_ARG: Any = object()  # for activities that take no argument
+_KIND = SearchAttributeKey.for_keyword("OperationKind")
 
 
 def forward_policy(options: StepOptions) -> RetryPolicy:
@@ -107,6 +120,31 @@ class Saga:
                 return result
             except asyncio.CancelledError:
                 workflow.logger.info("cancel requested past the point of no return; finishing")
+
+    async def index_after(self, session_ids: list[str]) -> None:
+        """Start building the search indexes of the sessions this operation filled, as an
+        abandoned child: the answer and the locks never wait for it. Histories recorded
+        before it existed replay without it."""
+        if not session_ids or not workflow.patched("index-after-bulk-write"):
+            return
+        info = workflow.info()
+        try:
+            await workflow.start_child_workflow(
+                "IndexWorkflow",
+                IndexInput(
+                    collections=[collection_name_for(s) for s in session_ids],
+                    session_ids=session_ids,
+                    options=self.options,
+                ),
+                id=f"index-{info.workflow_id}",
+                task_queue=info.task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(_KIND, "index")]),
+                static_summary=f"build the search index of {len(session_ids)} session(s) "
+                f"after {info.workflow_id}",
+            )
+        except Exception as exc:  # noqa: BLE001 - an index is an optimisation: scans still answer
+            workflow.logger.warning("search index build not started: %s", exc)
 
     # compensation
 

@@ -117,6 +117,7 @@ class SplitWorkflow(SagaWorkflow):
             else:
                 await saga.step("finish_split", finish)
             saga.commit()
+            await saga.index_after([p.session_id for p in parts])
             saga.done()
             return SplitResult(
                 new_sessions=[p.session_id for p in parts],

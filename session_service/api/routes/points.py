@@ -16,6 +16,7 @@ from session_service.models import (
     PointsUpsert,
     check_point_id,
 )
+from session_service.point_query import PointQuery, QueryResult
 
 router = APIRouter(prefix="/sessions/{session_id}", tags=["points"])
 
@@ -55,6 +56,14 @@ async def delete_points(
 ) -> dict[str, Any]:
     """Delete points by id; unknown ids are ignored and not counted."""
     return {"deleted": await sessions.delete_points(actor, session_id, body.ids)}
+
+
+@router.post("/points/query", response_model=QueryResult)
+async def query_points(
+    session_id: str, body: PointQuery, sessions: Sessions, actor: CurrentActor
+) -> QueryResult:
+    """The points nearest to a vector, best first, optionally filtered on payload keys."""
+    return await sessions.query_points(actor, session_id, body)
 
 
 @router.get("/collection", response_model=CollectionInfo)
