@@ -148,16 +148,16 @@ def test_sigterm_stops_everything_in_order(stack: DevStack) -> None:
 
 
 def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevStack) -> None:
-    fast_retry = {"OP_HEARTBEAT_TIMEOUT_SECONDS": "5"}
+    fast_retry = {"OP_HEARTBEAT_TIMEOUT_SECONDS": "5", "OP_BATCHES_PER_CALL": "2"}
     stack.start(**fast_retry)
     with httpx.Client(base_url=stack.url, timeout=60) as c:
         ids = []
-        for lo in (0, 5000):  # 10,000 points each, 5,000 shared
+        for lo in (0, 10_000):  # 20,000 points each, 10,000 shared
             s = c.post(
                 "/sessions", json={"name": f"src-{lo}", "configuration": {"vector_size": 8}}
             ).json()
             ids.append(s["id"])
-            for start in range(lo, lo + 10_000, 1000):
+            for start in range(lo, lo + 20_000, 1000):
                 pts = [
                     {"id": i, "vector": [float(i % 13)] * 8, "payload": {"src": lo}}
                     for i in range(start, start + 1000)
@@ -175,7 +175,7 @@ def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevS
                 break
             assert time.monotonic() < deadline, progress
             time.sleep(0.05)
-    assert progress["points_done"] < 20_000, "merge finished before the kill: make it bigger"
+    assert progress["points_done"] < 40_000, "merge finished before the kill: make it bigger"
     procs = stack.tree()
     stack.kill_group(signal.SIGKILL)
     assert wait_gone(procs) == []
@@ -188,8 +188,8 @@ def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevS
             time.sleep(0.5)
         assert op["status"] == "succeeded", op
         merged = op["result"]
-        assert merged["metadata"]["merged_point_count"] == 15_000
-        assert merged["metadata"]["merge_collisions"] == 5_000
+        assert merged["metadata"]["merged_point_count"] == 30_000
+        assert merged["metadata"]["merge_collisions"] == 10_000
         seen: list[int] = []
         offset = None
         while True:
@@ -201,11 +201,11 @@ def test_whole_stack_killed_mid_merge_finishes_exactly_after_restart(stack: DevS
             offset = page["next_offset"]
             if offset is None:
                 break
-        assert sorted(seen) == list(range(15_000))  # no duplicate, no missing point
+        assert sorted(seen) == list(range(30_000))  # no duplicate, no missing point
         for sid in ids:
             src = c.get(f"/sessions/{sid}").json()
             assert src["status"] == "archived"
-            assert c.get(f"/sessions/{sid}/collection").json()["points_count"] == 10_000
+            assert c.get(f"/sessions/{sid}/collection").json()["points_count"] == 20_000
 
 
 def test_a_failed_temporal_start_says_why(tmp_path: Path) -> None:
