@@ -306,7 +306,8 @@ class TransferSteps:
         """Upsert the artifact's points in batches from the heartbeated count.
 
         The next batch is read and parsed on a thread while the current one is upserted
-        (a local-mode upsert spends much of its time in SQLite, outside the GIL).
+        (Edge upserts release the GIL). Flushed once at the end: every batch is in the
+        engine's write-ahead log before its count is heartbeated.
         """
         details = activity.info().heartbeat_details
         done = int(details[0]) if details else 0
@@ -326,6 +327,7 @@ class TransferSteps:
             await settle(ahead)  # the reader thread holds the file
             thread.shutdown(wait=False)
             raw.close()
+        await self.vectors.flush(inp.collection)
         return done
 
     @activity.defn(name="finish_import")
