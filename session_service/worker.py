@@ -17,6 +17,7 @@ from temporalio.worker import (
 from session_service import logs, schedule
 from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.export_format import DEFAULT_LIMITS, Limits, import_limits
 from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
@@ -91,13 +92,16 @@ class LogContext(Interceptor):
 
 
 def activities(
-    repo: SessionRepository, vectors: VectorStore, store: ArtifactStore
+    repo: SessionRepository,
+    vectors: VectorStore,
+    store: ArtifactStore,
+    import_limits: Limits = DEFAULT_LIMITS,
 ) -> list[Callable[..., Any]]:
     steps: list[Any] = [
         *SessionSteps(repo, vectors).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
-        *TransferSteps(repo, vectors, store).all(),
+        *TransferSteps(repo, vectors, store, import_limits).all(),
     ]
     return steps
 
@@ -111,10 +115,11 @@ def build_worker(
     *,
     overrides: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 16,
+    import_limits: Limits = DEFAULT_LIMITS,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way)."""
     by_name: dict[str, Callable[..., Any]] = {}
-    for fn in [*activities(repo, vectors, store), *overrides]:
+    for fn in [*activities(repo, vectors, store, import_limits), *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
         by_name[defn.name] = fn
     return Worker(
@@ -137,4 +142,5 @@ async def worker_for(runtime: Runtime) -> Worker:
         runtime.repo,
         runtime.vectors,
         runtime.artifacts,
+        import_limits=import_limits(runtime.settings),
     )
