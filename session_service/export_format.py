@@ -155,12 +155,12 @@ class Limits:
     inflated_bytes: int = DEFAULT_IMPORT_INFLATED_BYTES
     line_bytes: int = DEFAULT_IMPORT_LINE_BYTES
 
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_import_inflated_bytes, settings.max_import_line_bytes)
+
 
 DEFAULT_LIMITS = Limits()
-
-
-def import_limits(settings: Settings) -> Limits:
-    return Limits(settings.max_import_inflated_bytes, settings.max_import_line_bytes)
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not a failure

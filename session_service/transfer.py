@@ -181,7 +181,7 @@ class TransferService:
 
     @property
     def limits(self) -> fmt.Limits:
-        return fmt.import_limits(self.operations.settings)
+        return fmt.Limits.of(self.operations.settings)
 
     async def _check_header(self, key: str) -> None:
         """Refuse a bad header (line 1 alone: quick) before an operation starts."""

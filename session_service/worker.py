@@ -17,7 +17,7 @@ from temporalio.worker import (
 from session_service import logs, schedule
 from session_service.activities import PointSteps, RetentionSteps, SessionSteps, TransferSteps
 from session_service.embedded import SEARCH_ATTRIBUTES
-from session_service.export_format import DEFAULT_LIMITS, Limits, import_limits
+from session_service.export_format import DEFAULT_LIMITS, Limits
 from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
@@ -142,5 +142,5 @@ async def worker_for(runtime: Runtime) -> Worker:
         runtime.repo,
         runtime.vectors,
         runtime.artifacts,
-        import_limits=import_limits(runtime.settings),
+        import_limits=Limits.of(runtime.settings),
     )
