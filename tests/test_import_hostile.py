@@ -225,18 +225,23 @@ async def test_cancelled_validation_stops_its_thread(runtime: Runtime) -> None:
         out.write(gzip_stream(iter([header(), *([POINT * 1000] * 2000)])))
     steps = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
     env = ActivityEnvironment()
+    before = set(threading.enumerate())
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.name.startswith("act")]
+
     try:
         task = asyncio.create_task(env.run(steps.validate_import, key))
         await asyncio.sleep(0.5)
-        assert not task.done()
+        assert not task.done() and readers()
         env.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         for _ in range(100):
-            if not any(t.name.startswith("activity") for t in threading.enumerate()):
+            if not readers():
                 break
             await asyncio.sleep(0.01)
-        assert not any(t.name.startswith("activity") for t in threading.enumerate())
+        assert not readers()
     finally:
         runtime.artifacts.delete(key)
 
@@ -475,7 +480,6 @@ async def test_copy_retried_after_its_last_heartbeat_does_not_read_again(
 def test_validation_refuses_bad_headers_too(case: str) -> None:
     """The operation's own validation (an export_id read later, a staging file that
     skipped the API's look) refuses the same headers, as a final 422."""
-
     head = header(BAD_SESSIONS[case][0])
     blob = head + POINT + fmt.trailer_line(1, hashlib.sha256(head + POINT).hexdigest())
     with pytest.raises(fmt.InvalidArtifact, match=BAD_SESSIONS[case][1].replace(".", r"\.")):
