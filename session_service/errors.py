@@ -56,6 +56,12 @@ class Unprocessable(ServiceError):
     type_suffix = "validation"
 
 
+class ContentTooLarge(ServiceError):
+    status = 413
+    title = "Content Too Large"
+    type_suffix = "content-too-large"
+
+
 class PreconditionFailed(ServiceError):
     status = 412
     title = "Precondition Failed"

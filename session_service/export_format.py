@@ -12,20 +12,35 @@ import hashlib
 import io
 import json
 import math
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from datetime import datetime
+from typing import Annotated, Any, BinaryIO
 
 import numpy as np
 import orjson
 from isal import igzip, isal_zlib
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
-from session_service.models import MAX_VECTOR_SIZE, check_point_id
+from session_service.models import (
+    MAX_VECTOR_SIZE,
+    Metadata,
+    Name,
+    SessionCreate,
+    check_point_id,
+)
+from session_service.settings import (
+    DEFAULT_IMPORT_INFLATED_BYTES,
+    DEFAULT_IMPORT_LINE_BYTES,
+    Settings,
+)
 
 FORMAT = "tab-organizer-session-export"
 VERSION = 1
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_DEPTH = 64  # nesting of lists and objects in a session or a payload
 # ISA-L's inflate error (its stub types it as an instance, not a class)
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
@@ -132,6 +147,57 @@ def open_lines(raw: BinaryIO) -> BinaryIO:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How far reading an import may go (``MAX_IMPORT_INFLATED_BYTES``,
+    ``MAX_IMPORT_LINE_BYTES``): every line is read with a bound, so memory stays flat
+    whatever the input holds, a gzip bomb included."""
+
+    inflated_bytes: int = DEFAULT_IMPORT_INFLATED_BYTES
+    line_bytes: int = DEFAULT_IMPORT_LINE_BYTES
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_import_inflated_bytes, settings.max_import_line_bytes)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not a failure
+    """The reader was told to stop: its activity was cancelled (a worker shutting down)."""
+
+
+class Lines:
+    """The lines of an artifact, each and all together within ``limits``."""
+
+    def __init__(self, raw: BinaryIO, limits: Limits, stop: threading.Event | None = None) -> None:
+        self.stream = open_lines(raw)
+        self.limits = limits
+        self.stop = stop
+        self.number = 0
+        self.inflated = 0
+
+    def next(self) -> bytes:
+        """The next line, or ``b""`` at the end."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
+        line = self.stream.readline(self.limits.line_bytes + 1)
+        self.number += 1
+        if len(line) > self.limits.line_bytes:
+            raise InvalidArtifact(
+                f"line {self.number} is longer than {self.limits.line_bytes} bytes "
+                "(MAX_IMPORT_LINE_BYTES)"
+            )
+        self.inflated += len(line)
+        if self.inflated > self.limits.inflated_bytes:
+            raise InvalidArtifact(
+                f"the artifact inflates to more than {self.limits.inflated_bytes} bytes "
+                "(MAX_IMPORT_INFLATED_BYTES)"
+            )
+        return line
+
+
+@dataclass(frozen=True)
 class Header:
     session: dict[str, Any]
     vector_size: int
@@ -140,14 +206,106 @@ class Header:
     sha256: str
 
 
+def too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``obj`` nests lists and objects more than ``limit`` levels deep (checked
+    level by level: recursive encoders and validators further on would overflow)."""
+    level = [obj]
+    depth = 0
+    while containers := [o for o in level if isinstance(o, dict | list)]:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [c for o in containers for c in (o.values() if isinstance(o, dict) else o)]
+    return False
+
+
 def _parse(line: bytes, where: str) -> dict[str, Any]:
     try:
         obj = loads(line)
-    except ValueError as exc:
-        raise InvalidArtifact(f"{where} is not valid JSON") from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArtifact(f"{where} is not valid JSON (or is nested too deeply)") from exc
     if not isinstance(obj, dict):
         raise InvalidArtifact(f"{where} is not a JSON object")
     return obj
+
+
+Counter = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]  # a bigint column
+
+
+class ImportedStats(BaseModel):
+    urls_processed: Counter = 0
+    content_analyzed: Counter = 0
+    clusters_generated: Counter = 0
+    embeddings_created: Counter = 0
+    last_processing_time: datetime | None = None
+
+
+class ImportedUsage(BaseModel):
+    llm_models_used: list[Name] = Field(default_factory=list)
+    embedding_models_used: list[Name] = Field(default_factory=list)
+    model_switches: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0  # an integer column
+    last_model_switch: datetime | None = None
+
+
+class ImportedSession(SessionCreate):
+    """A header's session: what ``POST /sessions`` accepts, with the same limits, plus the
+    counters and model history an import carries over. The rest of the exported shape
+    (status, dates, collaborators) is not imported, so not checked."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    processing_stats: ImportedStats = Field(default_factory=ImportedStats)
+    model_usage_history: ImportedUsage = Field(default_factory=ImportedUsage)
+
+
+_METADATA: TypeAdapter[dict[str, Any]] = TypeAdapter(Metadata)
+
+
+def _problems(exc: ValidationError) -> str:
+    out = []
+    for err in exc.errors()[:5]:
+        where = ".".join(["session", *(str(p) for p in err["loc"])])
+        out.append(f"{where}: {err['msg']}")
+    return "; ".join(out)
+
+
+def check_session(session: Any, vector_size: int, distance: str) -> dict[str, Any]:
+    """Refuse a session the import could not create, before anything is created: the
+    fields and limits of ``POST /sessions``, counters that fit their columns, and room
+    in the metadata for ``imported_from``."""
+    if not isinstance(session, dict):
+        raise InvalidArtifact("the header has no session object")
+    if too_deep(session):
+        raise InvalidArtifact(f"the session is nested more than {MAX_DEPTH} levels deep")
+    fields = dict(session)
+    config = session.get("configuration")
+    if config is None or isinstance(config, dict):
+        fields["configuration"] = {
+            **(config or {}),
+            "vector_size": vector_size,
+            "distance": distance,
+        }
+    try:
+        model = ImportedSession.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidArtifact(f"the session can't be imported: {_problems(exc)}") from exc
+    try:
+        _METADATA.validate_python({**model.metadata, "imported_from": model.id})
+    except ValidationError as exc:
+        raise InvalidArtifact(
+            "the session's metadata leaves no room for imported_from: "
+            + exc.errors()[0]["msg"].removeprefix("Value error, ")
+        ) from exc
+    return session
+
+
+def _check_vectors(size: Any, distance: Any) -> tuple[int, str]:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_VECTOR_SIZE:
+        raise InvalidArtifact(f"vector_size must be an integer from 1 to {MAX_VECTOR_SIZE}")
+    if distance not in ("Cosine", "Dot", "Euclid", "Manhattan"):
+        raise InvalidArtifact(f"distance {distance!r} is not Cosine, Dot, Euclid or Manhattan")
+    return size, distance
 
 
 def _check_header(obj: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
@@ -157,18 +315,8 @@ def _check_header(obj: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
         raise InvalidArtifact(
             f"format version {obj.get('version')!r} is not supported (this service reads {VERSION})"
         )
-    size = obj.get("vector_size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_VECTOR_SIZE:
-        raise InvalidArtifact("header vector_size must be an integer from 1 to 65536")
-    distance = obj.get("distance")
-    if distance not in ("Cosine", "Dot", "Euclid", "Manhattan"):
-        raise InvalidArtifact(
-            f"header distance {distance!r} is not Cosine, Dot, Euclid or Manhattan"
-        )
-    session = obj.get("session")
-    if not isinstance(session, dict):
-        raise InvalidArtifact("header has no session object")
-    return size, distance, session
+    size, distance = _check_vectors(obj.get("vector_size"), obj.get("distance"))
+    return size, distance, check_session(obj.get("session"), size, distance)
 
 
 def check_point(obj: dict[str, Any], size: int, where: str) -> tuple[int | str, list[float], Any]:
@@ -188,29 +336,47 @@ def check_point(obj: dict[str, Any], size: int, where: str) -> tuple[int | str, 
     payload = obj.get("payload") or {}
     if not isinstance(payload, dict):
         raise InvalidArtifact(f"{where}: payload must be an object")
+    if too_deep(payload):
+        raise InvalidArtifact(f"{where}: payload is nested more than {MAX_DEPTH} levels deep")
     return point_id, vector, payload
 
 
-def validate(raw: BinaryIO) -> Header:
-    """Read the whole artifact once; return its header or raise InvalidArtifact."""
+_GZIP_ERRORS = (EOFError, OSError, zlib.error, _ISAL_ERROR)
+
+
+def read_header(raw: BinaryIO, limits: Limits) -> tuple[int, str, dict[str, Any]]:
+    """Check the header line alone (a quick look before an import starts)."""
+    try:
+        first = Lines(raw, limits).next()
+    except _GZIP_ERRORS as exc:
+        raise InvalidArtifact(f"truncated or corrupted gzip data: {exc}") from exc
+    if not first:
+        raise InvalidArtifact("the artifact is empty")
+    return _check_header(_parse(first, "line 1"))
+
+
+def validate(
+    raw: BinaryIO, limits: Limits = DEFAULT_LIMITS, stop: threading.Event | None = None
+) -> Header:
+    """Read the whole artifact once, line by line within ``limits``; return its header or
+    raise InvalidArtifact (or Stopped once ``stop`` is set)."""
     digest = hashlib.sha256()
     try:
-        lines = open_lines(raw)
-        first = lines.readline()
+        lines = Lines(raw, limits, stop)
+        first = lines.next()
         if not first:
             raise InvalidArtifact("the artifact is empty")
         size, distance, session = _check_header(_parse(first, "line 1"))
         digest.update(first)
         count = 0
-        number = 1
-        for line in lines:
-            number += 1
+        while line := lines.next():
+            number = lines.number
             obj = _parse(line, f"line {number}")
             if "trailer" in obj:
                 trailer = obj["trailer"]
                 if not isinstance(trailer, dict):
                     raise InvalidArtifact(f"line {number}: the trailer must be an object")
-                if lines.readline():
+                if lines.next():
                     raise InvalidArtifact(f"line {number}: data follows the trailer")
                 if trailer.get("points") != count:
                     raise InvalidArtifact(
@@ -223,52 +389,70 @@ def validate(raw: BinaryIO) -> Header:
             check_point(obj, size, f"line {number}")
             digest.update(line)
             count += 1
-    except (EOFError, OSError, zlib.error, _ISAL_ERROR) as exc:
+    except _GZIP_ERRORS as exc:
         raise InvalidArtifact(f"truncated or corrupted gzip data: {exc}") from exc
     raise InvalidArtifact("truncated: the artifact ends without its trailer line")
 
 
-def iter_points(raw: BinaryIO, skip: int = 0) -> Iterator[tuple[int | str, list[float], Any]]:
+def iter_points(
+    raw: BinaryIO, skip: int = 0, limits: Limits = DEFAULT_LIMITS
+) -> Iterator[tuple[int | str, list[float], Any]]:
     """Points of a validated artifact, after the first ``skip``.
 
     The skipped lines are not parsed (a resume far into a big artifact stays quick):
     validation has seen that every line before the trailer is a point.
     """
-    lines = open_lines(raw)
-    size = int(loads(lines.readline())["vector_size"])
-    number = 1
+    lines = Lines(raw, limits)
+    size = int(loads(lines.next())["vector_size"])
     for _ in range(skip):
-        if not lines.readline():
+        if not lines.next():
             return
-        number += 1
-    for line in lines:
-        number += 1
+    while line := lines.next():
         obj = loads(line)
         if "trailer" in obj:
             return
-        yield check_point(obj, size, f"line {number}")
+        yield check_point(obj, size, f"line {lines.number}")
+
+
+def document_parts(doc: dict[str, Any]) -> tuple[dict[str, Any], int, str, list[Any], str]:
+    """The session, vector parameters, points and date of an inline export document (API.md
+    section A), checked before anything is written. Raises InvalidArtifact."""
+    session = doc.get("session")
+    if not isinstance(session, dict):
+        raise InvalidArtifact("the document has no session object")
+    config = session.get("configuration")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise InvalidArtifact("session.configuration must be an object")
+    data = doc.get("collection_data")
+    if data is not None and not isinstance(data, dict):
+        raise InvalidArtifact("collection_data must be an object or null")
+    points = (data or {}).get("points")
+    if points is None:
+        points = []
+    if not isinstance(points, list):
+        raise InvalidArtifact("collection_data.points must be a list")
+    exported_at = doc.get("export_timestamp")
+    if exported_at is not None and not isinstance(exported_at, str):
+        raise InvalidArtifact("export_timestamp must be a string")
+    size = config.get("vector_size")
+    if size is None and points and isinstance(points[0], dict):
+        first = points[0].get("vector")
+        size = len(first) if isinstance(first, list) else None
+    size, distance = _check_vectors(
+        384 if size is None else size, config.get("distance") or "Cosine"
+    )
+    return check_session(session, size, distance), size, distance, points, exported_at or ""
 
 
 def document_to_artifact(doc: dict[str, Any], out: BinaryIO) -> None:
     """Write an inline export document (API.md section A) as an artifact, to import it the
     same way. Raises InvalidArtifact for what doesn't fit."""
-    session = doc.get("session")
-    if not isinstance(session, dict):
-        raise InvalidArtifact("the document has no session object")
-    config = session.get("configuration") or {}
-    data = doc.get("collection_data") or {}
-    points = data.get("points") or [] if isinstance(data, dict) else []
-    if not isinstance(points, list):
-        raise InvalidArtifact("collection_data.points must be a list")
-    size = config.get("vector_size")
-    if size is None and points and isinstance(points[0], dict):
-        size = len(points[0].get("vector") or [])
-    size = size or 384
-    distance = config.get("distance") or "Cosine"
+    session, size, distance, points, exported_at = document_parts(doc)
     digest = hashlib.sha256()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as gz:
-        head = header_line(session, size, distance, str(doc.get("export_timestamp") or ""))
-        _check_header(loads(head))
+        head = header_line(session, size, distance, exported_at)
         gz.write(head)
         digest.update(head)
         for i, p in enumerate(points):
@@ -281,4 +465,4 @@ def document_to_artifact(doc: dict[str, Any], out: BinaryIO) -> None:
         gz.write(trailer_line(len(points), digest.hexdigest()))
 
 
-__all__ = ["FORMAT", "VERSION", "Header", "InvalidArtifact", "io"]
+__all__ = ["FORMAT", "VERSION", "Header", "InvalidArtifact", "Limits", "io"]

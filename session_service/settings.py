@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_IMPORT_INFLATED_BYTES = 32 * 1024**3
+DEFAULT_IMPORT_LINE_BYTES = 16 * 1024**2
 PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "example", "xxx"}
 
 
@@ -66,6 +68,17 @@ class Settings(BaseSettings):
         "Edge collection holding at least this many points; smaller ones are scanned",
     )
     max_body_bytes: int = 32 * 1024 * 1024
+    max_import_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="largest artifact upload, as sent (413 past it)"
+    )
+    max_import_inflated_bytes: int = Field(
+        default=DEFAULT_IMPORT_INFLATED_BYTES,
+        ge=1,
+        description="most bytes an artifact may inflate to (422)",
+    )
+    max_import_line_bytes: int = Field(
+        default=DEFAULT_IMPORT_LINE_BYTES, ge=1024, description="longest line of an artifact (422)"
+    )
     pg_pool_min: int = 2
     pg_pool_max: int = 20
 

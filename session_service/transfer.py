@@ -14,7 +14,13 @@ from typing import Any
 from session_service import export_format as fmt
 from session_service.access import Actor
 from session_service.activities.transfer import final_key
-from session_service.errors import Conflict, Forbidden, NotFound, Unprocessable
+from session_service.errors import (
+    Conflict,
+    ContentTooLarge,
+    Forbidden,
+    NotFound,
+    Unprocessable,
+)
 from session_service.models import Permission
 from session_service.operation_types import ExportInput, ImportInput, OperationKind
 from session_service.operations import OperationService, Started
@@ -173,41 +179,79 @@ class TransferService:
 
     # import
 
-    async def stage_upload(self, chunks: AsyncIterator[bytes]) -> tuple[str, str]:
-        """Stream an uploaded artifact to a staging file; (key, SHA-256 of the bytes)."""
+    @property
+    def limits(self) -> fmt.Limits:
+        return fmt.Limits.of(self.operations.settings)
+
+    async def _check_header(self, key: str) -> None:
+        """Refuse a bad header (line 1 alone: quick) before an operation starts."""
+
+        def check() -> None:
+            with self.store.open_read(key) as raw:
+                fmt.read_header(raw, self.limits)
+
+        try:
+            await asyncio.to_thread(check)
+        except fmt.InvalidArtifact as exc:
+            raise Unprocessable(str(exc)) from exc
+        except FileNotFoundError:
+            raise NotFound("the artifact to import is gone") from None
+
+    async def stage_upload(
+        self, chunks: AsyncIterator[bytes], length: int | None = None
+    ) -> tuple[str, str]:
+        """Stream an uploaded artifact to a staging file, within ``MAX_IMPORT_BYTES``, and
+        check its header; (key, SHA-256 of the bytes). A refused upload leaves no file."""
+        limit = self.operations.settings.max_import_bytes
+        too_large = f"the upload is larger than the {limit}-byte limit (MAX_IMPORT_BYTES)"
+        if length is not None and length > limit:
+            raise ContentTooLarge(too_large)
         key = f"staging-{uuid.uuid4().hex}.ndjson.gz"
         digest = hashlib.sha256()
+        size = 0
         out = self.store.open_append(key, truncate_to=0)
         try:
-            async for chunk in chunks:
-                digest.update(chunk)
-                await asyncio.to_thread(out.write, chunk)
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ContentTooLarge(too_large)
+                    digest.update(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                out.close()
+            await self._check_header(key)
         except BaseException:
-            out.close()
             self.store.delete(key)
             raise
-        out.close()
         return key, digest.hexdigest()
 
     async def stage_document(self, doc: dict[str, Any]) -> str:
+        """Write an inline document as a staging artifact, checked on the way; a refused
+        document leaves no file."""
         key = f"staging-{uuid.uuid4().hex}.ndjson.gz"
 
         def write() -> None:
+            fmt.document_parts(doc)  # the header's checks, before the file exists
             with self.store.open_append(key, truncate_to=0) as out:
                 fmt.document_to_artifact(doc, out)
 
         try:
             await asyncio.to_thread(write)
-        except fmt.InvalidArtifact as exc:
+        except BaseException as exc:
             self.store.delete(key)
-            raise Unprocessable(f"the export document can't be imported: {exc}") from exc
+            if isinstance(exc, fmt.InvalidArtifact):
+                raise Unprocessable(f"the export document can't be imported: {exc}") from exc
+            raise
         return key
 
     async def export_artifact(self, actor: Actor, export_id: str) -> str:
         row = await self._visible_export(actor, export_id)
         if row["status"] != "ready":
             raise Conflict(f"export {export_id} is still being written")
-        return final_key(export_id)
+        key = final_key(export_id)
+        await self._check_header(key)
+        return key
 
     async def start_import(
         self,

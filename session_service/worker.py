@@ -23,6 +23,7 @@ from session_service.activities import (
     TransferSteps,
 )
 from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.export_format import DEFAULT_LIMITS, Limits
 from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
@@ -101,6 +102,7 @@ def activities(
     repo: SessionRepository,
     vectors: VectorStore,
     store: ArtifactStore,
+    import_limits: Limits = DEFAULT_LIMITS,
     *,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
 ) -> list[Callable[..., Any]]:
@@ -109,7 +111,7 @@ def activities(
         *SessionSteps(repo, vectors).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
-        *TransferSteps(repo, vectors, store).all(),
+        *TransferSteps(repo, vectors, store, import_limits).all(),
     ]
     return steps
 
@@ -123,11 +125,12 @@ def build_worker(
     *,
     overrides: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 16,
+    import_limits: Limits = DEFAULT_LIMITS,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way)."""
     by_name: dict[str, Callable[..., Any]] = {}
-    steps = activities(repo, vectors, store, index_min_points=index_min_points)
+    steps = activities(repo, vectors, store, import_limits, index_min_points=index_min_points)
     for fn in [*steps, *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
         by_name[defn.name] = fn
@@ -151,5 +154,6 @@ async def worker_for(runtime: Runtime) -> Worker:
         runtime.repo,
         runtime.vectors,
         runtime.artifacts,
+        import_limits=Limits.of(runtime.settings),
         index_min_points=runtime.settings.vector_index_min_points,
     )

@@ -152,7 +152,12 @@ async def test_artifact_export_download_and_imports(
 
 
 def artifact(
-    points: list[dict[str, Any]], *, size: int = 4, version: int = 1, count: int | None = None
+    points: list[dict[str, Any]],
+    *,
+    size: int = 4,
+    version: int = 1,
+    count: int | None = None,
+    sha: str | None = None,
 ) -> bytes:
     head = (
         json.dumps(
@@ -168,7 +173,7 @@ def artifact(
         + b"\n"
     )
     body = b"".join(json.dumps(p).encode() + b"\n" for p in points)
-    sha = hashlib.sha256(head + body).hexdigest()
+    sha = sha or hashlib.sha256(head + body).hexdigest()
     tail = (
         json.dumps(
             {"trailer": {"points": len(points) if count is None else count, "sha256": sha}}
@@ -196,6 +201,8 @@ BAD = {
     ),
     "bad point id": (artifact([{"id": "nope", "vector": [0.0] * 4}]), "uuid"),
     "count mismatch": (artifact(GOOD, count=3), "trailer counts 3"),
+    # an intact gzip (no CRC error) whose content doesn't match its trailer's SHA-256
+    "wrong sha256": (artifact(GOOD, sha=hashlib.sha256(b"other").hexdigest()), "SHA-256"),
     "no trailer": (
         gzip.compress(gzip.decompress(artifact(GOOD)).rsplit(b"\n", 2)[0] + b"\n"),
         "trailer",
@@ -277,9 +284,9 @@ async def test_validation_longer_than_the_heartbeat_timeout_succeeds(
     still heartbeat (it used to time out on every attempt)."""
     real = fmt.validate
 
-    def slow_validate(raw: Any) -> fmt.Header:
+    def slow_validate(raw: Any, *args: Any) -> fmt.Header:
         time.sleep(5)  # fault injection: a big artifact on a slow disk
-        return real(raw)
+        return real(raw, *args)
 
     monkeypatch.setattr(fmt, "validate", slow_validate)
     c = ops_stack.client

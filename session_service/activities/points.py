@@ -53,6 +53,11 @@ class PointSteps:
         Upserts keep ids, so a batch repeated after a crash writes the same points again.
         """
         checkpoint = _checkpoint()
+        if checkpoint is not None and checkpoint.offset is None:
+            # a retry after the last batch's heartbeat: the scroll is over (an offset of
+            # None would scroll again from the start and count every point twice)
+            await self.vectors.flush(inp.target)
+            return CopyResult(read=checkpoint.read, next_offset=None, resumed_from=checkpoint.read)
         offset = checkpoint.offset if checkpoint else inp.offset
         read = checkpoint.read if checkpoint else 0
         resumed_from = read

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -140,10 +141,17 @@ def _rehash(store: ArtifactStore, key: str, upto: int) -> tuple[Any, Any]:
 
 
 class TransferSteps:
-    def __init__(self, repo: SessionRepository, vectors: VectorStore, store: ArtifactStore) -> None:
+    def __init__(
+        self,
+        repo: SessionRepository,
+        vectors: VectorStore,
+        store: ArtifactStore,
+        limits: fmt.Limits = fmt.DEFAULT_LIMITS,
+    ) -> None:
         self.repo = repo
         self.vectors = vectors
         self.store = store
+        self.limits = limits
 
     # export
 
@@ -274,14 +282,17 @@ class TransferSteps:
 
     @activity.defn(name="validate_import")
     async def validate_import(self, key: str) -> ImportHeader:
-        """Read the whole input before anything is created; a bad one is a 422.
+        """Read the whole input before anything is created; a bad one is a 422, at once.
 
         The read is one long thread call (33 s for 200k points once), so the coroutine
-        heartbeats while it runs."""
+        heartbeats while it runs. Lines are read within the import limits, so memory
+        stays flat whatever the input holds; a cancelled activity (a worker shutting
+        down) stops the thread at the next line."""
+        stop = threading.Event()
 
         def check() -> fmt.Header:
             with self.store.open_read(key) as raw:
-                return fmt.validate(raw)
+                return fmt.validate(raw, self.limits, stop)
 
         try:
             header = await in_thread(check)
@@ -293,6 +304,8 @@ class TransferSteps:
             raise ApplicationError(
                 "the artifact to import is gone", type=ErrorType.not_found.value, non_retryable=True
             ) from exc
+        finally:
+            stop.set()
         return ImportHeader(
             session=header.session,
             vector_size=header.vector_size,
@@ -315,7 +328,7 @@ class TransferSteps:
         thread = ThreadPoolExecutor(1, thread_name_prefix="import-reader")
         ahead: Future[list[StoredPoint]] | None = None
         try:
-            points = fmt.iter_points(raw, skip=done)
+            points = fmt.iter_points(raw, skip=done, limits=self.limits)
             ahead = thread.submit(_take, points, inp.batch_size)
             while batch := await beating(ahead, (done,)):
                 ahead = thread.submit(_take, points, inp.batch_size)

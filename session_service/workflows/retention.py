@@ -72,19 +72,19 @@ class RetentionWorkflow(SagaWorkflow):
         op = workflow.info().workflow_id
         saga = self.begin(inp.options, "cleanup")
         saga.progress.sessions_done = inp.totals.processed
-        rules = inp.rules
-        if rules is None:
-            loaded = await saga.step("load_policy", NO_ARG, PolicyLoad)
-            if not loaded.enabled:
-                return RetentionResult(
-                    message="retention is disabled; nothing was done",
-                    cleanup_stats=stats(inp.totals, inp.dry_run),
-                    policy_applied=loaded.rules.model_dump(),
-                )
-            rules = loaded.rules
-        now = inp.now or workflow.now()
-        state = inp.model_copy(update={"rules": rules, "now": now})
         try:
+            rules = inp.rules
+            if rules is None:
+                loaded = await saga.step("load_policy", NO_ARG, PolicyLoad)
+                if not loaded.enabled:
+                    return RetentionResult(
+                        message="retention is disabled; nothing was done",
+                        cleanup_stats=stats(inp.totals, inp.dry_run),
+                        policy_applied=loaded.rules.model_dump(),
+                    )
+                rules = loaded.rules
+            now = inp.now or workflow.now()
+            state = inp.model_copy(update={"rules": rules, "now": now})
             if state.phase == "archive":
                 await self._archive_phase(saga, op, state, rules, now)
                 if state.dry_run:

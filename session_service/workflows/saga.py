@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import (
@@ -18,9 +18,16 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import TypeAdapter
+
     from session_service.metrics import OPERATION_DURATION, OPERATIONS_FINISHED
     from session_service.operation_types import (
         ERROR_STATUS,
@@ -34,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 BUSINESS_ERRORS = [e.value for e in ERROR_STATUS]
+INTERNAL = "Internal"  # the error type of a failure that is nobody's input
 QUICK = timedelta(seconds=60)
 NO_ARG: Any = object()  # for activities that take no argument
 _KIND = SearchAttributeKey.for_keyword("OperationKind")
@@ -56,6 +64,15 @@ UNTIL_DONE = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=0,
 )
+
+
+def decoded(value: Any, result_type: type[T] | None) -> T:
+    """An activity's result as ``result_type``, decoded in workflow code: a malformed
+    result then fails the operation (and is compensated) like any error of the workflow,
+    where the SDK's own decoding would fail the workflow task again and again."""
+    if result_type is None:
+        return cast(T, value)
+    return TypeAdapter(result_type).validate_python(value)
 
 
 class Saga:
@@ -88,17 +105,16 @@ class Saga:
     ) -> T:
         """A forward step with a bounded retry policy and a heartbeat timeout (long steps
         heartbeat their checkpoints; the worker heartbeats for quick ones)."""
-        result: T = await workflow.execute_activity(
+        result = await workflow.execute_activity(
             name,
             args=[] if arg is NO_ARG else [arg],
-            result_type=result_type,
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
             heartbeat_timeout=self.options.heartbeat_timeout,  # quick ones: AutoHeartbeat
             retry_policy=forward_policy(self.options),
         )
-        return result
+        return decoded(result, result_type)
 
     async def final_step(
         self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
@@ -107,7 +123,6 @@ class Saga:
         handle = workflow.start_activity(
             name,
             args=[] if arg is NO_ARG else [arg],
-            result_type=result_type,
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
@@ -116,8 +131,7 @@ class Saga:
         )
         while True:
             try:
-                result: T = await asyncio.shield(handle)
-                return result
+                return decoded(await asyncio.shield(handle), result_type)
             except asyncio.CancelledError:
                 workflow.logger.info("cancel requested past the point of no return; finishing")
 
@@ -223,11 +237,22 @@ class SagaWorkflow:
 
 
 def refusal(err: BaseException) -> BaseException:
-    """The error the workflow should end with: a business refusal keeps its type."""
+    """The error the workflow should end with: a business refusal keeps its type.
+
+    Any other exception of workflow code (a bug, a malformed result) fails the operation
+    as an internal error: left alone, it would fail the workflow task over and over,
+    leaving the operation running forever. Non-determinism alone is left to fail the
+    task, so that a fixed deployment can resume the run."""
     cause = err.cause if isinstance(err, ActivityError) else None
     if isinstance(cause, ApplicationError) and cause.type in BUSINESS_ERRORS:
         return ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True)
-    return err
+    if isinstance(err, FailureError | asyncio.CancelledError | workflow.NondeterminismError):
+        return err
+    return ApplicationError(
+        f"internal error in the workflow: {type(err).__name__}: {err}",
+        type=INTERNAL,
+        non_retryable=True,
+    )
 
 
 __all__ = ["ErrorType", "Saga", "SagaWorkflow", "refusal"]

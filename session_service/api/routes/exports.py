@@ -132,19 +132,24 @@ async def import_session(
     transfers = runtime.transfers
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in UPLOAD_TYPES:
-        artifact, digest = await transfers.stage_upload(request.stream())
+        length = request.headers.get("content-length", "")
+        artifact, digest = await transfers.stage_upload(
+            request.stream(), int(length) if length.isdigit() else None
+        )
         staged = True
     elif ctype in ("application/json", ""):
         raw = await request.body()
         try:
             doc = json.loads(raw)
-        except ValueError:
-            raise Unprocessable("the body is not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise Unprocessable("the body is not valid JSON (or is nested too deeply)") from None
         if not isinstance(doc, dict):
             raise Unprocessable('the body must be an export document or {"export_id": ...}')
         digest = hashlib.sha256(raw).hexdigest()
         if set(doc) == {"export_id"}:
-            artifact = await transfers.export_artifact(actor, str(doc["export_id"]))
+            if not isinstance(doc["export_id"], str):
+                raise Unprocessable("export_id must be a string")
+            artifact = await transfers.export_artifact(actor, doc["export_id"])
             staged = False
         else:
             artifact = await transfers.stage_document(doc)
