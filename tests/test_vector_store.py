@@ -267,3 +267,104 @@ async def test_edge_recovers_an_interrupted_index_swap(tmp_path: Path) -> None:
         assert await store.count(c) == 20  # the ready copy won: it was complete
     finally:
         store.close()
+
+
+class HeldBuilds:
+    """Holds index builds after their child process is done, until released: the window in
+    which the live shard is written, dropped or made again."""
+
+    def __init__(self, store: EdgeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = asyncio.Event()
+        self.waiting = 0
+        real = store._optimize_copy
+
+        async def held(copy: Path) -> None:
+            await real(copy)
+            self.waiting += 1
+            await self.release.wait()
+
+        monkeypatch.setattr(store, "_optimize_copy", held)
+
+    async def until_waiting(self, n: int) -> None:
+        async def poll() -> None:
+            while self.waiting < n:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), 60)
+
+
+async def test_edge_drop_during_an_index_build_stays_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "vectors"
+    store = EdgeStore(root)
+    held = HeldBuilds(store, monkeypatch)
+    c = name()
+    await store.ensure_collection(c, DIM, "Cosine")
+    await store.upsert(c, points(300))
+    build = asyncio.create_task(store.build_index(c))
+    await held.until_waiting(1)
+    await store.drop_collection(c)
+    await store.ensure_collection(c, DIM, "Cosine")  # the same name, made again
+    await store.upsert(c, points(2, start=900))
+    held.release.set()
+    assert not (await build).built
+    assert await all_ids(store, c) == {900, 901}
+    store.close()
+    reopened = EdgeStore(root)
+    try:
+        assert await all_ids(reopened, c) == {900, 901}
+        assert sorted(p.name for p in root.iterdir()) == [c]
+    finally:
+        reopened.close()
+
+
+async def test_edge_one_index_build_per_collection_at_a_time(
+    edge: EdgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldBuilds(edge, monkeypatch)
+    c = name()
+    await edge.ensure_collection(c, DIM, "Cosine")
+    await edge.upsert(c, points(300))
+    first = asyncio.create_task(edge.build_index(c))
+    await held.until_waiting(1)
+    await edge.upsert(c, points(1, start=600))
+    second = await edge.build_index(c)  # a retry while the first still runs
+    assert not second.built
+    await edge.upsert(c, [StoredPoint(str(uuid.UUID(int=7)).upper(), [1.0] * DIM, {})])
+    held.release.set()
+    report = await first
+    assert report.built and report.replayed == 2
+    assert await all_ids(edge, c) == set(range(300)) | {600, str(uuid.UUID(int=7))}
+
+
+async def test_edge_index_builds_leave_the_pool_to_other_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds wait for their child process on the event loop, not on one of the store's
+    threads: with more builds in flight than threads, other collections still answer."""
+    store = EdgeStore(tmp_path / "vectors", threads=2)
+    held = HeldBuilds(store, monkeypatch)
+    try:
+        names = [name() for _ in range(3)]
+        for c in names:
+            await store.ensure_collection(c, DIM, "Cosine")
+            await store.upsert(c, points(200))
+        other = name()
+        await store.ensure_collection(other, DIM, "Cosine")
+        builds = [asyncio.create_task(store.build_index(c)) for c in names]
+        await held.until_waiting(3)
+        assert await asyncio.wait_for(store.count(other), 10) == 0
+        held.release.set()
+        assert all(r.built for r in await asyncio.gather(*builds))
+    finally:
+        store.close()
+
+
+async def test_edge_index_build_keeps_the_collection_config(edge: EdgeStore) -> None:
+    c = name()
+    await edge.ensure_collection(c, DIM, "Dot")
+    await edge.upsert(c, points(300))
+    before = (edge.root / c / "edge_config.json").read_text()
+    assert (await edge.build_index(c)).built
+    assert (edge.root / c / "edge_config.json").read_text() == before

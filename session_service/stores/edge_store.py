@@ -27,9 +27,9 @@ import contextlib
 import ctypes
 import functools
 import json
+import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -90,10 +90,23 @@ class _Gate:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     journal: set[PointId] | None = None
+    building: bool = False  # one index build per collection at a time
+    generation: int = 0  # bumped when the collection is created or dropped
 
 
 def _ids(values: Sequence[PointId]) -> list[int | uuid.UUID | str]:
     return [v if isinstance(v, int) else str(v) for v in values]
+
+
+def _canonical(value: Any) -> PointId:
+    """An id as Edge hands it back: integers, and UUIDs in their lowercase hyphenated form
+    (what the journal of an index build must compare against)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(value)
 
 
 def _stored(record: Any, with_vectors: bool) -> StoredPoint:
@@ -152,10 +165,13 @@ def _filter(f: QueryFilter) -> qe.Filter:
     )
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the index builder dies with the service instead of outliving it."""
+def _die_with(parent: int) -> None:
+    """In the index builder: die with the service instead of outliving it (set here, not
+    in a ``preexec_fn``, which is unsafe to run in a forked multithreaded process)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the service died before prctl took effect
+        os._exit(1)
 
 
 def recover(root: Path) -> None:
@@ -186,7 +202,7 @@ class EdgeStore(VectorStore):
         self._cv = threading.Condition()
         self._gates: dict[str, _Gate] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="edge")
-        self._builders: set[subprocess.Popen[str]] = set()
+        self._builders: set[asyncio.subprocess.Process] = set()
         self._closed = False
 
     # plumbing
@@ -276,20 +292,25 @@ class EdgeStore(VectorStore):
                 vectors=qe.EdgeVectorParams(size=vector_size, distance=_DISTANCES[distance])
             )
             qe.EdgeShard.create(str(scratch), config).close()
-            with self._cv:
+            gate = self._gate(name)
+            with gate.lock, self._cv:
                 if self._exists(name):
                     shutil.rmtree(scratch, ignore_errors=True)
                     return
                 shutil.rmtree(self._path(name), ignore_errors=True)  # a stray, config-less dir
                 scratch.rename(self._path(name))
+                gate.generation += 1
 
         await self._run(create)
 
     async def drop_collection(self, name: str) -> None:
         def drop() -> None:
             path = self._path(name)
-            with self._gate(name).lock, self._cv:
+            gate = self._gate(name)
+            with gate.lock, self._cv:
+                gate.generation += 1  # an index build in flight must not bring it back
                 self._close_open(name)
+                shutil.rmtree(self.root / (_READY + name), ignore_errors=True)
                 if not path.exists():
                     return
                 trash = self.root / f"{_DROP}{name}-{uuid.uuid4().hex[:8]}"
@@ -339,14 +360,18 @@ class EdgeStore(VectorStore):
 
     # points
 
-    def _write(self, name: str, ids: Sequence[PointId], op: Any) -> None:
+    def _write(
+        self, name: str, ids: Sequence[PointId], op: Any, *, missing_ok: bool = False
+    ) -> None:
         gate = self._gate(name)
         with gate.lock, self._using(name) as shard:
             if shard is None:
+                if missing_ok:
+                    return
                 raise EdgeError(f"collection {name} does not exist")
             shard.update(op)
             if gate.journal is not None:
-                gate.journal.update(ids)
+                gate.journal.update(_canonical(i) for i in ids)
 
     async def upsert(self, name: str, points: Sequence[StoredPoint]) -> int:
         def upsert() -> int:
@@ -407,7 +432,9 @@ class EdgeStore(VectorStore):
         def delete() -> int:
             found = [point_id(r.id) for r in self._retrieve(name, ids, False)]
             if found:
-                self._write(name, found, qe.UpdateOperation.delete_points(_ids(found)))
+                self._write(
+                    name, found, qe.UpdateOperation.delete_points(_ids(found)), missing_ok=True
+                )
             return len(found)
 
         return await self._run(delete)
@@ -428,8 +455,8 @@ class EdgeStore(VectorStore):
 
     async def delete_ids(self, name: str, ids: Sequence[PointId]) -> None:
         def delete() -> None:
-            if ids and self._exists(name):
-                self._write(name, ids, qe.UpdateOperation.delete_points(_ids(ids)))
+            if ids:
+                self._write(name, ids, qe.UpdateOperation.delete_points(_ids(ids)), missing_ok=True)
 
         await self._run(delete)
 
@@ -480,17 +507,38 @@ class EdgeStore(VectorStore):
            copy (their current value, or their absence), then swap the copy in. Reads
            wait only for the swap itself.
         """
-        return await self._run(self._build_index, name)
-
-    def _build_index(self, name: str) -> IndexReport:
         started = time.monotonic()
         gate = self._gate(name)
         copy = self.root / f"{_INDEX}{name}-{uuid.uuid4().hex[:8]}"
+        begun = await self._run(self._begin_build, name, gate, copy)
+        if isinstance(begun, IndexReport):
+            return begun
+        try:
+            await self._optimize_copy(copy)  # on the event loop: no pool thread waits for it
+            done = await self._run(self._finish_build, name, gate, copy, begun)
+        finally:
+            with gate.lock:
+                gate.journal, gate.building = None, False
+            shutil.rmtree(copy, ignore_errors=True)
+        if done is None:  # dropped (or dropped and made again) meanwhile: the copy is stale
+            return IndexReport(built=False, points=0, indexed=0, seconds=0.0)
+        points, indexed, replayed = done
+        return IndexReport(
+            built=True,
+            points=points,
+            indexed=indexed,
+            seconds=time.monotonic() - started,
+            replayed=replayed,
+        )
+
+    def _begin_build(self, name: str, gate: _Gate, copy: Path) -> int | IndexReport:
+        """Phase 1: a flushed copy, and a journal of what is written from now on. Returns
+        the collection's generation, or why there is nothing to build."""
         with gate.lock, self._using(name) as shard:
             if shard is None:
                 return IndexReport(built=False, points=0, indexed=0, seconds=0.0)
             info = shard.info()
-            if info.indexed_vectors_count >= info.points_count:
+            if gate.building or info.indexed_vectors_count >= info.points_count:
                 return IndexReport(
                     built=False,
                     points=info.points_count,
@@ -499,44 +547,52 @@ class EdgeStore(VectorStore):
                 )
             shard.flush()
             shutil.copytree(self._path(name), copy)
-            gate.journal = set()
-        try:
-            self._optimize_copy(copy)
-            with gate.lock:
-                journal, gate.journal = gate.journal or set(), None
-                points, indexed = self._replay(name, copy, journal)
-                self._swap(name, copy)
-        except BaseException:
-            gate.journal = None
-            shutil.rmtree(copy, ignore_errors=True)
-            raise
-        return IndexReport(
-            built=True,
-            points=points,
-            indexed=indexed,
-            seconds=time.monotonic() - started,
-            replayed=len(journal),
-        )
+            gate.journal, gate.building = set(), True
+            return gate.generation
 
-    def _optimize_copy(self, copy: Path) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "session_service.stores.edge_store", "optimize", str(copy)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_die_with_parent,
+    def _finish_build(
+        self, name: str, gate: _Gate, copy: Path, generation: int
+    ) -> tuple[int, int, int] | None:
+        """Phase 3, under the write gate: replay the journal onto the copy, then swap it in;
+        nothing when the collection was dropped since phase 1."""
+        with gate.lock:
+            if gate.generation != generation or not self._exists(name):
+                return None
+            journal = gate.journal or set()
+            points, indexed = self._replay(name, copy, journal)
+            shutil.copyfile(self._path(name) / CONFIG_FILE, copy / CONFIG_FILE)
+            self._swap(name, copy)
+            return points, indexed, len(journal)
+
+    async def _optimize_copy(self, copy: Path) -> None:
+        """Phase 2: the GIL-holding ``optimize()`` in a child process that dies with us."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "session_service.stores.edge_store",
+            "optimize",
+            str(copy),
+            str(os.getpid()),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         with self._cv:
+            self._builders.add(proc)
             if self._closed:
                 proc.kill()
-            self._builders.add(proc)
         try:
-            _, stderr = proc.communicate()
+            _, stderr = await proc.communicate()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
         finally:
             with self._cv:
                 self._builders.discard(proc)
         if proc.returncode != 0:
-            raise EdgeError(f"index build failed ({proc.returncode}): {stderr.strip()[-2000:]}")
+            tail = stderr.decode(errors="replace").strip()[-2000:]
+            raise EdgeError(f"index build failed ({proc.returncode}): {tail}")
 
     def _replay(self, name: str, copy: Path, journal: set[PointId]) -> tuple[int, int]:
         """Bring the copy up to date with writes made while it was optimised."""
@@ -552,7 +608,7 @@ class EdgeStore(VectorStore):
                             [qe.Point(r.id, r.vector, r.payload or {}) for r in live]
                         )
                     )
-                present = {point_id(r.id) for r in live}
+                present = {_canonical(r.id) for r in live}
                 gone = [x for x in batch if x not in present]
                 if gone:
                     target.update(qe.UpdateOperation.delete_points(_ids(gone)))
@@ -569,10 +625,16 @@ class EdgeStore(VectorStore):
         ready = self.root / (_READY + name)
         old = self.root / (_OLD + name)
         copy.rename(ready)
-        with self._cv:
-            self._close_open(name)
-            final.rename(old)
-            ready.rename(final)
+        try:
+            with self._cv:
+                self._close_open(name)
+                final.rename(old)
+                ready.rename(final)
+        except BaseException:
+            if old.exists() and not final.exists():
+                old.rename(final)
+            shutil.rmtree(ready, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
 
     async def ping(self) -> None:
@@ -595,9 +657,10 @@ class EdgeStore(VectorStore):
                 entry.shard.close()
 
 
-def _optimize_main(path: str) -> int:
+def _optimize_main(path: str, parent: int) -> int:
     """The child process of ``_optimize_copy``. Segments of any size get an index: when to
     build one at all is the service's choice (``VECTOR_INDEX_MIN_POINTS``)."""
+    _die_with(parent)
     vector = json.loads((Path(path) / CONFIG_FILE).read_text())["vectors"][""]
     config = qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=vector["size"], distance=_DISTANCES[vector["distance"]]),
@@ -615,8 +678,8 @@ def _optimize_main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "optimize":
-        sys.exit(_optimize_main(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "optimize":
+        sys.exit(_optimize_main(sys.argv[2], int(sys.argv[3])))
     print(
         "usage: python -m session_service.stores.edge_store optimize <shard dir>", file=sys.stderr
     )
