@@ -256,6 +256,8 @@ class EdgeStore(VectorStore):
             with self._cv:
                 entry.users -= 1
                 self._cv.notify_all()
+                if entry.users == 0:
+                    self._evict()  # the bound is exceeded only while every shard is in use
 
     def _evict(self) -> None:
         """Close least-recently-used shards beyond the bound (caller holds the lock)."""
