@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from session_service.errors import Locked, ServiceError
+from session_service.models import BAD_REQUEST, MAX_JSON_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,21 @@ def validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(msgs)
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """FastAPI answers 400 "error parsing the body" for JSON that ``json`` could not take
+    apart for reasons other than syntax: say which, as the validation error it is."""
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        return f"the body nests JSON too deep: at most {MAX_JSON_DEPTH} levels are allowed"
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not valid JSON: it must be UTF-8 text"
+    if isinstance(cause, ValueError):
+        return "the body is not valid JSON: a number has too many digits"
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -82,12 +98,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+        status = 400 if errors and all(e["type"] == BAD_REQUEST for e in errors) else 422
         return problem(
-            422, validation_detail(list(exc.errors())), type_suffix="validation", errors=errors
+            status, validation_detail(list(exc.errors())), type_suffix="validation", errors=errors
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unparsable = _unparsable_body(exc)
+        if unparsable is not None:
+            return problem(422, unparsable, type_suffix="validation")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
