@@ -84,7 +84,9 @@ def check_json(value: Any, *, int_range: tuple[int, int] = ANY64) -> None:
         item, path = stack.pop()
         if isinstance(item, str):
             if _UNSTORABLE.search(item):
-                raise ValueError(f"{_where(path)}: text must not hold NUL (\\u0000) or lone surrogates")
+                raise ValueError(
+                    f"{_where(path)}: text must not hold NUL (\\u0000) or lone surrogates"
+                )
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise ValueError(f"{_where(path)}: numbers must be finite (no NaN or infinity)")
@@ -102,9 +104,7 @@ def check_json(value: Any, *, int_range: tuple[int, int] = ANY64) -> None:
                     stack.append((sub, (*path, str(key))))
             elif (kinds := set(map(type, item))) == {float}:
                 if not all(map(math.isfinite, item)):
-                    raise ValueError(
-                        f"{_where(path)}: numbers must be finite (no NaN or infinity)"
-                    )
+                    raise ValueError(f"{_where(path)}: numbers must be finite (no NaN or infinity)")
             elif kinds == {int}:
                 if min(item) < low or max(item) > high:
                     raise ValueError(f"{_where(path)}: a number is out of range ({low} to {high})")
