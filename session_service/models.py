@@ -6,15 +6,17 @@ import json
 import math
 import re
 import uuid
+from contextvars import ContextVar
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictFloat,
     StrictInt,
     field_validator,
@@ -66,11 +68,31 @@ OWNER_RANK = 4
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _where(path: tuple[str | int, ...]) -> str:
+_Path = tuple[Any, str | int] | None  # (parent path, key): built in O(1), spelled on error
+
+
+def _where(path: _Path) -> str:
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
     out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    for key in reversed(keys):
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
     return out or "body"
+
+
+def _plain_numbers(item: list[Any], low: int, high: int) -> bool:
+    """True for a list of storable numbers only (a vector, say), found in C loops: the sum
+    fails on anything but numbers and is not finite when any is NaN or infinite. False
+    means "look at each item"."""
+    try:
+        total = sum(item)
+    except (TypeError, OverflowError):
+        return False
+    if isinstance(total, float) and not math.isfinite(total):
+        return False
+    return bool(item) and low <= min(item) and max(item) <= high
 
 
 def check_json(value: Any, *, int_range: tuple[int, int] = ANY64) -> None:
@@ -79,9 +101,9 @@ def check_json(value: Any, *, int_range: tuple[int, int] = ANY64) -> None:
     outside ``int_range``, and nesting deeper than ``MAX_JSON_DEPTH`` (a recursion bomb for
     every encoder after us). Iterative, so depth itself can't blow the stack."""
     low, high = int_range
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    stack: list[tuple[Any, _Path, int]] = [(value, None, 0)]
     while stack:
-        item, path = stack.pop()
+        item, path, depth = stack.pop()
         if isinstance(item, str):
             if _UNSTORABLE.search(item):
                 raise ValueError(
@@ -94,22 +116,16 @@ def check_json(value: Any, *, int_range: tuple[int, int] = ANY64) -> None:
             if not low <= item <= high:
                 raise ValueError(f"{_where(path)}: a number is out of range ({low} to {high})")
         elif isinstance(item, dict | list):
-            if len(path) >= MAX_JSON_DEPTH:
+            if depth >= MAX_JSON_DEPTH:
                 raise ValueError(
                     f"{_where(path)}: JSON is nested deeper than {MAX_JSON_DEPTH} levels"
                 )
             if isinstance(item, dict):
                 for key, sub in item.items():
-                    stack.append((key, (*path, str(key))))
-                    stack.append((sub, (*path, str(key))))
-            elif (kinds := set(map(type, item))) == {float}:
-                if not all(map(math.isfinite, item)):
-                    raise ValueError(f"{_where(path)}: numbers must be finite (no NaN or infinity)")
-            elif kinds == {int}:
-                if min(item) < low or max(item) > high:
-                    raise ValueError(f"{_where(path)}: a number is out of range ({low} to {high})")
-            else:
-                stack.extend((sub, (*path, i)) for i, sub in enumerate(item))
+                    stack.append((key, (path, key), depth + 1))
+                    stack.append((sub, (path, key), depth + 1))
+            elif not _plain_numbers(item, low, high):
+                stack.extend((sub, (path, i), depth + 1) for i, sub in enumerate(item))
 
 
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
@@ -213,18 +229,28 @@ class SessionRecord(SessionModel):
         return SessionModel.model_validate(self.model_dump(exclude={"permissions", "locked_by"}))
 
 
+_CHECKED_BODY: ContextVar[bool] = ContextVar("checked_body", default=False)
+
+
 class StrictBody(BaseModel):
     """Request bodies refuse unknown fields so that a typo is a 422, not a silent no-op,
     and anything ``check_json`` refuses, wherever it sits, before a field sees it."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _storable(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            check_json(data)
-        return data
+    def _storable(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Checks the whole body once, at the outermost model: nested ones (each point of
+        an upsert) would walk their part again."""
+        if _CHECKED_BODY.get() or not isinstance(data, dict):
+            return handler(data)
+        check_json(data)
+        token = _CHECKED_BODY.set(True)
+        try:
+            return handler(data)
+        finally:
+            _CHECKED_BODY.reset(token)
 
 
 class SessionCreate(StrictBody):

@@ -11,11 +11,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 
 from session_service.api.prefer import parse_prefer
+from session_service.runtime import Runtime
 from tests.conftest import Factory, OpsStack
 
 
@@ -38,6 +40,7 @@ def _token(*stamp_and_id: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(stamp_and_id)).encode()).decode()
 
 
+PROBLEM = "application/problem+json"
 ANY_ID = "00000000-0000-4000-8000-000000000000"
 NUL = "a\u0000b"
 DEEP = '{"name": "x", "metadata": {"a": ' + "[" * 10_000 + "]" * 10_000 + "}}"
@@ -399,6 +402,19 @@ async def test_error_media_type_follows_accept(client: httpx.AsyncClient) -> Non
         dup = [*headers.items(), ("x-user-id", "a"), ("x-user-id", "b")]
         r = await client.get(url, headers=dup)
         assert r.status_code == 400 and r.headers["content-type"] == media
+
+
+async def test_internal_error_media_type_follows_accept(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A 500 is answered outside every middleware, so it picks its media type itself."""
+    fault = mock.patch.object(runtime.vectors, "ensure_collection", side_effect=RuntimeError)
+    for accept, media in ((None, "application/json"), (PROBLEM, PROBLEM)):
+        with fault:
+            r = await client.post(
+                "/sessions", json={"name": "x"}, headers={"accept": accept} if accept else {}
+            )
+        assert r.status_code == 500 and r.headers["content-type"] == media
 
 
 async def test_if_match_compares_strongly(client: httpx.AsyncClient, make: Factory) -> None:

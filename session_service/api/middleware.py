@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from session_service import logs
-from session_service.api.problems import PROBLEM_TYPE_BASE
+from session_service.api.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, accepts_problem_json
 
 
 async def _send_problem(
@@ -45,7 +45,6 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-PROBLEM_JSON = b"application/problem+json"
 SINGLE_HEADERS = frozenset(
     {b"content-type", b"content-length", b"authorization", b"x-user-id", b"idempotency-key"}
 )
@@ -72,23 +71,6 @@ def _malformed(scope: Scope) -> tuple[int, str] | None:
     return None
 
 
-def _accepts_problem_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name != b"accept":
-            continue
-        for item in value.split(b","):
-            media, *params = item.split(b";")
-            if media.strip().lower() != PROBLEM_JSON:
-                continue
-            q = [p.strip()[2:] for p in params if p.strip().lower().startswith(b"q=")]
-            try:
-                if not q or float(q[0]) > 0:
-                    return True
-            except ValueError:
-                return True
-    return False
-
-
 class EdgeMiddleware:
     """The first thing a request meets: refuses what ``_malformed`` finds, and gives error
     bodies ``application/json`` unless ``Accept`` names ``application/problem+json`` (the
@@ -101,7 +83,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not _accepts_problem_json(scope):
+        if not accepts_problem_json(scope["headers"]):
             send = _plain_json_errors(send)
         refusal = _malformed(scope)
         if refusal is not None:

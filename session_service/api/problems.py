@@ -16,6 +16,7 @@ from session_service.models import BAD_REQUEST, MAX_JSON_DEPTH
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE_BASE = "https://tab-organizer.dev/problems/"
+PROBLEM_JSON = b"application/problem+json"
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -30,6 +31,25 @@ _TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+def accepts_problem_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether ``Accept`` names ``application/problem+json`` (with a q above 0): error
+    bodies are ``application/json`` otherwise, the one type the platform's gateway takes."""
+    for name, value in headers:
+        if name != b"accept":
+            continue
+        for item in value.split(b","):
+            media, *params = item.split(b";")
+            if media.strip().lower() != PROBLEM_JSON:
+                continue
+            q = [p.strip()[2:] for p in params if p.strip().lower().startswith(b"q=")]
+            try:
+                if not q or float(q[0]) > 0:
+                    return True
+            except ValueError:
+                return True
+    return False
 
 
 def problem(
@@ -114,6 +134,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
+        response = problem(
             500, "internal error; the service log has the details", type_suffix="internal"
         )
+        if not accepts_problem_json(request.scope["headers"]):  # answered outside middleware
+            response.headers["content-type"] = "application/json"
+        return response
