@@ -406,10 +406,8 @@ MAX_SPLIT_POINT_IDS = 100_000
 
 
 def _two_sources(ids: list[str]) -> list[str]:
-    if len(set(ids)) < 2:
-        raise PydanticCustomError(
-            BAD_REQUEST, "a merge needs at least two different source sessions"
-        )
+    if len(ids) < 2:
+        raise PydanticCustomError(BAD_REQUEST, "a merge needs at least two source sessions")
     return ids
 
 
