@@ -16,7 +16,7 @@ from typing import Any
 
 from session_service.access import Actor, require
 from session_service.coalescing import StatsCoalescer
-from session_service.errors import Conflict, Forbidden, Locked, Unprocessable
+from session_service.errors import BadRequest, Conflict, Forbidden, Locked, Unprocessable
 from session_service.models import (
     CollectionInfo,
     ModelType,
@@ -224,7 +224,7 @@ class SessionService:
     async def compare(self, actor: Actor, session_ids: Sequence[str]) -> dict[str, Any]:
         ids = list(dict.fromkeys(s.strip() for s in session_ids if s.strip()))
         if len(ids) < 2:
-            raise Unprocessable("session_ids must name at least two different sessions")
+            raise BadRequest("session_ids must name at least two different sessions")
         sessions = await self.repo.get_many(ids)
         for s in sessions:
             require(s, actor, Permission.read)

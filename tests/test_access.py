@@ -65,7 +65,7 @@ async def test_access_matrix(
         assert r.status_code == 404, r.text  # existence not disclosed
     else:
         assert r.status_code == 403, r.text
-        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["content-type"] == "application/json"
 
 
 async def test_list_shows_only_readable_sessions(client: httpx.AsyncClient, make: Factory) -> None:
@@ -117,7 +117,7 @@ async def test_api_keys(keyed_client: httpx.AsyncClient) -> None:
     assert (await keyed_client.get("/health")).status_code == 200
     missing = await keyed_client.get("/sessions")
     assert missing.status_code == 401
-    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["content-type"] == "application/json"
     assert missing.headers["www-authenticate"].startswith("Bearer")
     wrong = await keyed_client.get("/sessions", headers={"Authorization": "Bearer nope-nope-nope"})
     assert wrong.status_code == 401

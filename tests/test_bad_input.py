@@ -111,7 +111,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
         headers={"content-type": "application/json"},
     )
     assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     problem = r.json()
     assert {"type", "title", "status", "detail"} <= problem.keys()
     assert problem["status"] == status
@@ -137,7 +137,7 @@ async def test_bad_create_creates_nothing(client: httpx.AsyncClient, body: dict[
     owner = Factory.user()
     r = await client.post("/sessions", json={**body, "owner_id": owner})
     assert r.status_code == 422
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     assert (await client.get("/sessions", params={"owner_id": owner})).json() == []
 
 
@@ -159,7 +159,7 @@ async def test_unknown_session_is_404(client: httpx.AsyncClient, method: str, pa
     body = {} if method == "PUT" else None
     r = await client.request(method, url, json=body)
     assert r.status_code == 404
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     assert "not found" in r.json()["detail"]
 
 
@@ -170,7 +170,7 @@ async def test_body_over_32_mib_is_413(client: httpx.AsyncClient, make: Factory)
         f"/sessions/{s['id']}", content=big, headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
 
     async def chunks():  # no Content-Length: counted while streaming
         for _ in range(40):
@@ -203,6 +203,6 @@ async def test_bad_page_token_and_limit(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
     r = await client.get("/nope")
-    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
     r = await client.patch("/sessions")
-    assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
+    assert r.status_code == 405 and r.headers["content-type"] == "application/json"

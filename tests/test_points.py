@@ -58,7 +58,7 @@ async def test_create_leaves_no_row_when_collection_fails(
     ):
         r = await client.post("/sessions", json={"name": "doomed", "owner_id": owner})
     assert r.status_code == 500
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     assert "Traceback" not in r.text and "qdrant down" not in r.text
     assert (await client.get("/sessions", params={"owner_id": owner})).json() == []
 

@@ -224,7 +224,7 @@ async def test_bad_artifacts_are_422_and_create_nothing(
         headers={"content-type": "application/gzip", "X-User-Id": user},
     )
     assert r.status_code == 422, r.text
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     assert words.lower() in r.json()["detail"].lower()
     assert (await client.get("/sessions", headers={"X-User-Id": user})).json() == []
     assert await runtime.vectors.collection_names() == before

@@ -12,6 +12,7 @@ from session_service.api import problems
 from session_service.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
+    EdgeMiddleware,
     RequestContextMiddleware,
 )
 from session_service.api.routes import (
@@ -66,6 +67,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health", "/metrics"})
+    app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

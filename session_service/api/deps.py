@@ -39,8 +39,8 @@ def actor_for(x_user_id: str | None) -> Actor:
     """The caller named by ``X-User-Id`` (None: a trusted platform service)."""
     if x_user_id is not None:
         x_user_id = x_user_id.strip()
-        if not x_user_id or len(x_user_id) > 200:
-            raise Unprocessable("X-User-Id must be 1 to 200 characters")
+        if not x_user_id or len(x_user_id) > 200 or not x_user_id.isprintable():
+            raise Unprocessable("X-User-Id must be 1 to 200 printable characters")
     return Actor(user_id=x_user_id)
 
 

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: API keys (section E) and the request body limit (section F)."""
+"""Pure ASGI middleware: request hygiene and error media type (section F), API keys
+(section E) and the request body limit (section F)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Collection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from session_service import logs
-from session_service.api.problems import PROBLEM_TYPE_BASE
+from session_service.api.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, accepts_problem_json
 
 
 async def _send_problem(
@@ -42,6 +43,67 @@ async def _send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+SINGLE_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"authorization", b"x-user-id", b"idempotency-key"}
+)
+
+
+def _malformed(scope: Scope) -> tuple[int, str] | None:
+    """(status, detail) for a request that layers behind would read differently (a repeated
+    header: some take the first, some the last) or could not store (NUL), else None."""
+    seen: set[bytes] = set()
+    for name, value in scope["headers"]:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return 400, f"send one {name.decode()} header, not several"
+            seen.add(name)
+            if name == b"content-type" and not value.isascii():
+                return 400, "the content-type header must be ASCII"
+        if b"\x00" in value:
+            return 400, f"the {name.decode('latin-1')} header holds a NUL character"
+    if "\x00" in scope["path"]:
+        return 422, "the path holds a NUL character (%00)"
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return 422, "the query string holds a NUL character (%00)"
+    return None
+
+
+class EdgeMiddleware:
+    """The first thing a request meets: refuses what ``_malformed`` finds, and gives error
+    bodies ``application/json`` unless ``Accept`` names ``application/problem+json`` (the
+    platform's gateway re-encodes only ``application/json`` and breaks on other types)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not accepts_problem_json(scope["headers"]):
+            send = _plain_json_errors(send)
+        refusal = _malformed(scope)
+        if refusal is not None:
+            status, detail = refusal
+            title = "Bad Request" if status == 400 else "Unprocessable Content"
+            await _send_problem(send, status, title, detail)
+            return
+        await self.app(scope, receive, send)
+
+
+def _plain_json_errors(send: Send) -> Send:
+    async def relabelled(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                (k, b"application/json") if k == b"content-type" and v == PROBLEM_JSON else (k, v)
+                for k, v in message.get("headers", [])
+            ]
+        await send(message)
+
+    return relabelled
 
 
 class ApiKeyMiddleware:

@@ -6,6 +6,8 @@ up to N seconds instead of ``SYNC_WAIT_SECONDS``.
 
 from __future__ import annotations
 
+import re
+
 from fastapi.responses import JSONResponse
 
 from session_service.api.problems import problem
@@ -14,10 +16,14 @@ from session_service.operations import OperationFailed, OperationService, Starte
 from session_service.settings import Settings
 
 MAX_WAIT = 300.0
+_WAIT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def parse_prefer(header: str | None, default_wait: float) -> tuple[float, str | None]:
-    """(seconds to wait, the preference applied) from a ``Prefer`` header."""
+    """(seconds to wait, the preference applied) from a ``Prefer`` header.
+
+    ``wait`` may be fractional (``wait=2.5``); ``Preference-Applied`` names the wait
+    actually used, capped at ``MAX_WAIT``. A wait that is no number is ignored."""
     if not header:
         return default_wait, None
     wait, applied = default_wait, None
@@ -26,9 +32,9 @@ def parse_prefer(header: str | None, default_wait: float) -> tuple[float, str | 
         name = name.strip().lower()
         if name == "respond-async":
             return 0.0, "respond-async"
-        if name == "wait" and value.strip().isdigit():
+        if name == "wait" and _WAIT.fullmatch(value.strip()):
             wait = min(float(value.strip()), MAX_WAIT)
-            applied = f"wait={value.strip()}"
+            applied = f"wait={int(wait) if wait.is_integer() else wait}"
     return wait, applied
 
 

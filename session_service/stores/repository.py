@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -118,11 +118,19 @@ class PageCursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             stamp, ident = json.loads(raw)
-            return cls(datetime.fromisoformat(stamp), str(uuid.UUID(ident)))
-        except (ValueError, TypeError) as exc:
+            when = datetime.fromisoformat(stamp)
+            if when.tzinfo is None:
+                raise ValueError("a page position has a time zone")
+            # a forged stamp near year 1 or 9999 overflows here, not in the driver
+            return cls(when.astimezone(UTC), str(uuid.UUID(ident)))
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise Unprocessable(
                 "page_token is not valid: pass the token from the previous page's Link header"
             ) from exc
+
+
+class _NotACollaborator(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -359,22 +367,27 @@ class SessionRepository:
             return await self.get(session_id, conn)
 
     async def unshare(self, session_id: str, user_id: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._mutate(session_id, "name = name", [], conn=conn)
-            deleted = await conn.fetchval(
-                """DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2
-                   RETURNING user_id""",
-                _uuid(session_id),
-                user_id,
-            )
-            if deleted is None:
-                raise NotFound(f"user {user_id!r} is not a collaborator of session {session_id}")
-            await conn.execute(
-                """UPDATE sessions SET status = 'active'
-                   WHERE id = $1 AND status = 'shared'
-                     AND NOT EXISTS (SELECT 1 FROM collaborators WHERE session_id = $1)""",
-                _uuid(session_id),
-            )
+        """Taking away a user who has no access is fine (as in the first service) and
+        changes nothing: the version bump is rolled back."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._mutate(session_id, "name = name", [], conn=conn)
+                deleted = await conn.fetchval(
+                    """DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2
+                       RETURNING user_id""",
+                    _uuid(session_id),
+                    user_id,
+                )
+                if deleted is None:
+                    raise _NotACollaborator
+                await conn.execute(
+                    """UPDATE sessions SET status = 'active'
+                       WHERE id = $1 AND status = 'shared'
+                         AND NOT EXISTS (SELECT 1 FROM collaborators WHERE session_id = $1)""",
+                    _uuid(session_id),
+                )
+        except _NotACollaborator:
+            return
 
     # retention policy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -30,17 +31,24 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
+_STRONG_ETAG = re.compile(r'"([0-9]{1,19})"')
+MAX_VERSION = 2**63 - 1
+
+
 def _if_match(header: str | None) -> int | None:
-    """The version an ``If-Match`` names; None for ``*`` or no header."""
+    """The version an ``If-Match`` names; None for ``*`` or no header.
+
+    RFC 9110 compares strongly: a weak ``W/"3"`` never matches, and neither does a tag
+    this service could not have sent (not ASCII digits, or beyond a bigint)."""
     if header is None or header.strip() == "*":
         return None
-    value = header.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not value.isdigit():
-        raise PreconditionFailed(f"If-Match {header!r} is not an ETag this service sent")
-    return int(value)
+    found = _STRONG_ETAG.fullmatch(header.strip())
+    if found is None or int(found.group(1)) > MAX_VERSION:
+        raise PreconditionFailed(
+            f"If-Match {header!r} is not a strong ETag this service sent; GET the session "
+            "and send its ETag"
+        )
+    return int(found.group(1))
 
 
 @router.post("", response_model=SessionModel)
@@ -60,7 +68,7 @@ async def list_sessions(
     status: SessionStatus | None = None,
     owner_id: str | None = None,
     tags: Annotated[str | None, Query(description="Comma-separated; any of")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
     page_token: str | None = None,
 ) -> list[SessionModel]:
     """Sessions the caller can read, newest ``updated_at`` first; next page in ``Link``."""
