@@ -13,7 +13,6 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from session_service.models import MAX_VECTOR_SIZE
+from session_service.models import MAX_VECTOR_SIZE, StrictBody
 
 MAX_QUERY_LIMIT = 100
 MAX_FILTER_DEPTH = 8
@@ -37,8 +36,9 @@ def _finite(value: float | None, where: str) -> None:
         raise ValueError(f"{where} must be a finite number")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictBody):
+    """The query body and its parts: unknown keys, NUL characters and numbers out of
+    range are refused like in every other request body."""
 
 
 class Match(_Strict):

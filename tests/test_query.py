@@ -88,6 +88,8 @@ async def test_filters_limit_and_options(client: httpx.AsyncClient, make: Factor
         ({"vector": [1.0] * (DIM - 1)}, "vector_size is 16"),
         ({"vector": [1.0] * (DIM - 1) + [float("nan")]}, "finite"),
         ({"score_threshold": "high"}, "score_threshold"),
+        ({"filter": {"must": [{"key": "k\u0000", "match": {"value": "x"}}]}}, "NUL"),
+        ({"filter": {"must": [{"key": "k", "match": {"value": 2**64}}]}}, "out of range"),
     ],
 )
 async def test_unsupported_or_bad_queries_are_422(
