@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from session_service.errors import Forbidden, NotFound
@@ -10,13 +11,40 @@ from session_service.models import OWNER_RANK, PERMISSION_RANK, Permission, Sess
 
 @dataclass(frozen=True)
 class Actor:
-    """The caller: a named user (``X-User-Id``), or a trusted platform service (None)."""
+    """The caller: a named user (``X-User-Id``), or a trusted platform service (None).
+
+    ``credential`` identifies the API key a call came with (a digest, never the key).
+    """
 
     user_id: str | None = None
+    credential: str | None = None
 
     @property
     def trusted(self) -> bool:
         return self.user_id is None
+
+    @property
+    def caller(self) -> str:
+        """Who owns an Idempotency-Key: the user, else the API key, else '' (keys are off)."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        if self.credential is not None:
+            return f"key:{self.credential}"
+        return ""
+
+    def key_scope(self, scope: str) -> str:
+        """``scope`` narrowed to this caller, so two callers' keys never collide (API.md E)."""
+        return f"{scope}|{self.caller}" if self.caller else scope
+
+
+def credential_of(authorization: str | None) -> str | None:
+    """A stable, non-reversible name for the bearer token of an ``Authorization`` header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return hashlib.sha256(token.strip().encode()).hexdigest()[:32]
 
 
 TRUSTED = Actor()

@@ -178,6 +178,49 @@ class EmbeddedPostgres:
                 proc.wait(5)
         pidfile.unlink(missing_ok=True)
 
+    def _lock_files(self, socket_dir: Path) -> list[Path]:
+        return [self.pgdata / "postmaster.pid", socket_dir / f".s.PGSQL.{self.port}.lock"]
+
+    def _old_cluster(self, socket_dir: Path) -> list[psutil.Process]:
+        """Processes of an earlier run on this data dir, dead or alive: the postmaster its
+        lock files name (a zombie until reaped still holds them for Postgres), and helpers
+        and backends working in the data dir, in process groups of their own."""
+        found: dict[int, psutil.Process] = {}
+        for lock in self._lock_files(socket_dir):
+            with contextlib.suppress(OSError, ValueError, IndexError, psutil.Error):
+                proc = psutil.Process(int(lock.read_text().splitlines()[0]))
+                if proc.name() == "postgres":
+                    found[proc.pid] = proc
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "postgres" and proc.pid not in found:
+                with contextlib.suppress(psutil.Error):  # gone, a zombie, or not ours
+                    if proc.cwd() == str(self.pgdata):
+                        found[proc.pid] = proc
+        return list(found.values())
+
+    def _wait_for_old_cluster(self, socket_dir: Path, timeout: float = 30) -> None:
+        """A new postmaster refuses lock files whose processes still exist: wait for an
+        earlier run's processes to go (bounded), kill what is left, drop stale lock files."""
+        left = self._old_cluster(socket_dir)
+        if left:
+            log.warning(
+                "waiting up to %ss for %d processes of an earlier postgres on %s to exit",
+                timeout,
+                len(left),
+                self.pgdata,
+            )
+            _, alive = psutil.wait_procs(left, timeout=timeout)
+            for proc in alive:
+                log.warning("killing pid %s, left over from an earlier postgres", proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=5)
+        for lock in self._lock_files(socket_dir):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int(lock.read_text().splitlines()[0])
+                if not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie":
+                    lock.unlink()
+
     def start(self, timeout: float = 30) -> str:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._prepare_user()
@@ -199,6 +242,7 @@ class EmbeddedPostgres:
             )
         self._clear_stale()
         self.socket_dir = self._choose_socket_dir()
+        self._wait_for_old_cluster(self.socket_dir)
         logfile = self.pgdata.parent / "postgres.log"
         with open(logfile, "ab") as out:
             self.proc = subprocess.Popen(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,10 +38,12 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from session_service import logs
-from session_service.access import Actor
+from session_service.access import Actor, rank
 from session_service.errors import Conflict, Forbidden, Locked, NotFound, Unprocessable
 from session_service.metrics import OPERATIONS_STARTED
 from session_service.models import (
+    MAX_METADATA_BYTES,
+    PERMISSION_RANK,
     MergeRequest,
     Operation,
     OperationError,
@@ -86,6 +89,16 @@ _STATUS = {
     WorkflowExecutionStatus.COMPLETED: OperationStatus.succeeded,
     WorkflowExecutionStatus.CANCELED: OperationStatus.cancelled,
 }
+# Who may cancel when the operation's memo doesn't say (it started before memos were kept);
+# a kind not listed: its starter or a trusted service.
+_CANCEL_NEEDS = {
+    OperationKind.MERGE: Permission.write,
+    OperationKind.SPLIT: Permission.admin,
+    OperationKind.DELETE: Permission.admin,
+    OperationKind.EXPORT: Permission.read,
+}
+# Temporal refuses a search attribute value over 2,048 bytes (about 52 full ids).
+_SEARCH_ATTRIBUTE_BUDGET = 1800
 _STATUS_QUERY = {
     OperationStatus.running: "ExecutionStatus = 'Running'",
     OperationStatus.succeeded: "ExecutionStatus = 'Completed'",
@@ -109,6 +122,48 @@ class Started:
     operation_id: str
     kind: OperationKind
     handle: WorkflowHandle[Any, Any]
+
+
+@dataclass(frozen=True)
+class Holders:
+    """Who an operation belongs to, from its memo: its starter, and the permission (on
+    ``cancel_ids``) that starting it needed; no permission: only its starter may cancel."""
+
+    started_by: str | None
+    cancel_permission: Permission | None
+    cancel_ids: list[str]
+
+
+def _check_carried_metadata(what: str, metadata: dict[str, Any]) -> None:
+    """422 up front when a new session's metadata (the source's under the request's) would
+    pass the limit, rather than a failure at the operation's last step."""
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise Unprocessable(
+            f"{what} would carry {size} bytes of metadata (the source's with the request's); "
+            f"the limit is {MAX_METADATA_BYTES}: send less metadata"
+        )
+
+
+def compact_id(session_id: str) -> str:
+    """The first 12 hex digits of a session id: how SessionIds names it in large operations."""
+    try:
+        return uuid.UUID(session_id).hex[:12]
+    except ValueError:
+        return session_id[:12]
+
+
+def search_ids(session_ids: list[str]) -> list[str]:
+    """The ``SessionIds`` search attribute: every id when they fit in Temporal's limit, else
+    each id's compact form (as many as fit); the memo keeps the full list for the API."""
+    if len(json.dumps(session_ids)) <= _SEARCH_ATTRIBUTE_BUDGET:
+        return session_ids
+    out: list[str] = []
+    for sid in session_ids:
+        if len(json.dumps([*out, compact_id(sid)])) > _SEARCH_ATTRIBUTE_BUDGET:
+            break
+        out.append(compact_id(sid))
+    return out
 
 
 def _error_of(exc: BaseException) -> OperationError:
@@ -147,17 +202,28 @@ class OperationService:
         kind: OperationKind,
         arg: BaseModel,
         *,
+        actor: Actor,
         session_ids: list[str],
         owner_id: str | None,
         summary: str,
         workflow_id: str,
+        cancel_ids: list[str] | None = None,
+        cancel_permission: Permission | None = None,
         reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE,
     ) -> Started:
         name, _ = WORKFLOWS[kind]
         pairs: list[SearchAttributePair[Any]] = [
-            SearchAttributePair(SESSION_IDS, session_ids),
+            SearchAttributePair(SESSION_IDS, search_ids(session_ids)),
             SearchAttributePair(OPERATION_KIND, kind.value),
         ]
+        memo = {
+            "session_ids": session_ids,
+            "started_by": actor.user_id,
+            "cancel_permission": getattr(
+                cancel_permission or _CANCEL_NEEDS.get(kind), "value", None
+            ),
+            "cancel_ids": session_ids if cancel_ids is None else cancel_ids,
+        }
         if owner_id:
             pairs.append(SearchAttributePair(OWNER_ID, owner_id))
         try:
@@ -167,6 +233,7 @@ class OperationService:
                 id=workflow_id,
                 task_queue=self.settings.temporal_task_queue,
                 search_attributes=TypedSearchAttributes(pairs),
+                memo=memo,
                 static_summary=summary,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=reuse,
@@ -191,8 +258,9 @@ class OperationService:
         if key is None:
             return f"{kind.value}-{uuid.uuid4().hex}", None
         digest = request_hash(body, actor)
-        scope = f"op:{kind.value}"
-        found = await self.sessions.repo.find_idempotency_key(scope, key)
+        found = await self.sessions.repo.find_idempotency_key(
+            actor.key_scope(f"op:{kind.value}"), key
+        )
         if found is not None:
             if found[0] != digest:
                 raise Unprocessable(
@@ -200,7 +268,9 @@ class OperationService:
                     "use a new key for a new request"
                 )
             return found[1], digest
-        hashed = hashlib.sha256(f"{actor.user_id}\0{key}".encode()).hexdigest()[:32]
+        # users and key-less services keep the ids that keyed operations always had
+        who = actor.caller if actor.trusted and actor.credential else actor.user_id
+        hashed = hashlib.sha256(f"{who}\0{key}".encode()).hexdigest()[:32]
         return f"{kind.value}-{hashed}", digest
 
     async def _claim(
@@ -213,7 +283,8 @@ class OperationService:
     ) -> str:
         if key is None or digest is None:
             return workflow_id
-        return await self.sessions.repo.claim_key(f"op:{kind.value}", key, digest, workflow_id)
+        scope = actor.key_scope(f"op:{kind.value}")
+        return await self.sessions.repo.claim_key(scope, key, digest, workflow_id)
 
     async def start_keyed(
         self,
@@ -233,6 +304,7 @@ class OperationService:
         return await self._start(
             kind,
             arg,
+            actor=actor,
             session_ids=session_ids,
             owner_id=owner_id,
             summary=summary,
@@ -258,7 +330,9 @@ class OperationService:
         ids = list(dict.fromkeys(body.source_session_ids))
         if len(ids) < 2:
             raise Unprocessable("source_session_ids must name at least two different sessions")
-        sources = [await self.sessions.load(actor, sid, Permission.write) for sid in ids]
+        # archiving is the act of an admin (API.md E); merging needs write
+        needed = Permission.admin if body.archive_sources else Permission.write
+        sources = [await self.sessions.load(actor, sid, needed) for sid in ids]
         for s in sources:
             if s.locked_by is not None:
                 raise Locked(s.id, s.locked_by)
@@ -273,6 +347,7 @@ class OperationService:
                     for s in sources
                 )
             )
+        _check_carried_metadata("the merged session", {**sources[0].metadata, **body.metadata})
         owner = actor.user_id or body.owner_id or sources[0].owner_id
         name = body.target_name or f"Merged: {', '.join(s.name for s in sources)}"[:200]
         target_id = str(uuid.uuid4())
@@ -281,7 +356,9 @@ class OperationService:
             source_ids=[s.id for s in sources],
             target_id=target_id,
             target_name=name,
-            target_description=body.target_description,
+            target_description=(
+                "Merged session" if body.target_description is None else body.target_description
+            ),
             owner_id=owner,
             tags=body.tags,
             metadata=body.metadata,
@@ -291,7 +368,10 @@ class OperationService:
         return await self._start(
             kind,
             arg,
+            actor=actor,
             session_ids=[*arg.source_ids, target_id],
+            cancel_ids=arg.source_ids,
+            cancel_permission=needed,
             owner_id=owner,
             summary=f"merge {len(ids)} sessions into {name!r}",
             workflow_id=workflow_id,
@@ -311,13 +391,15 @@ class OperationService:
             raise Locked(source.id, source.locked_by)
         if source.status is SessionStatus.deleted:
             raise Conflict(f"session {source.id} is deleted; restore it before splitting")
+        for n, p in enumerate(body.parts):
+            _check_carried_metadata(f"parts[{n}]", {**source.metadata, **p.metadata})
         workflow_id = await self._claim(kind, actor, key, digest, workflow_id)
         parts = [
             SplitPart(
                 session_id=str(uuid.uuid4()),
                 name=p.name,
                 point_ids=p.point_ids,
-                description=p.description,
+                description=f"Split from {source.id}" if p.description is None else p.description,
                 tags=p.tags,
                 metadata=p.metadata,
             )
@@ -333,7 +415,9 @@ class OperationService:
         return await self._start(
             kind,
             arg,
+            actor=actor,
             session_ids=[source.id, *(p.session_id for p in parts)],
+            cancel_ids=[source.id],
             owner_id=source.owner_id,
             summary=f"split {source.name!r} into {len(parts)} parts",
             workflow_id=workflow_id,
@@ -348,6 +432,7 @@ class OperationService:
         return await self._start(
             OperationKind.DELETE,
             DeleteInput(session_id=session.id, options=self.options()),
+            actor=actor,
             session_ids=[session.id],
             owner_id=session.owner_id,
             summary=f"permanently delete {session.name!r}",
@@ -398,6 +483,10 @@ class OperationService:
         return None
 
     async def get(self, operation_id: str) -> Operation:
+        op, _ = await self._read(operation_id)
+        return op
+
+    async def _read(self, operation_id: str) -> tuple[Operation, Holders]:
         handle = self.client.get_workflow_handle(operation_id)
         try:
             desc = await handle.describe()
@@ -426,14 +515,16 @@ class OperationService:
                 error = OperationError(type="Internal", message=str(exc))
         progress = await self._progress(handle, status)
         attrs = desc.typed_search_attributes
+        memo = await desc.memo()
+        session_ids = list(memo.get("session_ids") or attrs.get(SESSION_IDS) or [])
         ui = self.settings.temporal_ui_url.rstrip("/")
         ns = self.settings.temporal_namespace
-        return Operation(
+        op = Operation(
             id=operation_id,
             kind=kind.value,
             status=status,
             done=status is not OperationStatus.running,
-            session_ids=list(attrs.get(SESSION_IDS) or []),
+            session_ids=session_ids,
             progress=progress,
             result=result,
             error=error,
@@ -446,6 +537,21 @@ class OperationService:
                 "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
             },
         )
+        if "session_ids" in memo:
+            needs = memo.get("cancel_permission")
+            holders = Holders(
+                started_by=memo.get("started_by"),
+                cancel_permission=Permission(needs) if needs else None,
+                cancel_ids=list(memo.get("cancel_ids") or []),
+            )
+        else:  # started before operations kept a memo
+            needs = _CANCEL_NEEDS.get(kind)
+            holders = Holders(
+                started_by=op.owner_id if needs is None else None,
+                cancel_permission=needs,
+                cancel_ids=session_ids,
+            )
+        return op, holders
 
     async def _created_at(self, desc: WorkflowExecutionDescription) -> datetime:
         """When the operation began: its first run's start. A sweep continues-as-new, and
@@ -473,40 +579,45 @@ class OperationService:
         dump: dict[str, Any] = value.model_dump(mode="json")
         return dump
 
-    async def visible(self, actor: Actor, op: Operation) -> bool:
-        """A user sees an operation they started for themselves, or one on a session they
-        can read; trusted services see all."""
-        if actor.trusted or (op.owner_id is not None and op.owner_id == actor.user_id):
+    async def visible(self, actor: Actor, op: Operation, holders: Holders) -> bool:
+        """API.md E: a user sees an operation only if they can read every session it names
+        that exists; one naming no existing session, only its starter. Trusted: all."""
+        if actor.trusted:
             return True
-        for sid in op.session_ids:
-            try:
-                await self.sessions.load(actor, sid, Permission.read)
-                return True
-            except (NotFound, Forbidden):
-                continue
-        return False
+        existing = await self.sessions.repo.get_existing(op.session_ids)
+        if not existing:
+            return holders.started_by is not None and holders.started_by == actor.user_id
+        return all(rank(s, actor) > 0 for s in existing)
 
     async def get_for(self, actor: Actor, operation_id: str) -> Operation:
-        op = await self.get(operation_id)
-        if not await self.visible(actor, op):
-            raise NotFound(f"operation {operation_id} not found")
+        op, _ = await self._get_visible(actor, operation_id)
         return op
 
-    async def list(
+    async def _get_visible(self, actor: Actor, operation_id: str) -> tuple[Operation, Holders]:
+        op, holders = await self._read(operation_id)
+        if not await self.visible(actor, op, holders):
+            raise NotFound(f"operation {operation_id} not found")
+        return op, holders
+
+    async def list_for(
         self,
+        actor: Actor,
         *,
         session_id: str | None,
         kind: OperationKind | None,
         status: OperationStatus | None,
         limit: int,
     ) -> list[Operation]:
+        """Operations newest first, filtered, and only those the actor may see."""
         names = ", ".join(f"'{n}'" for n, _ in WORKFLOWS.values())
         clauses = [f"WorkflowType IN ({names})"]
         if session_id is not None:
             try:
-                clauses.append(f"SessionIds = '{uuid.UUID(session_id)}'")
+                sid = str(uuid.UUID(session_id))
             except ValueError:
                 return []
+            # large operations name their sessions by a compact form (search_ids)
+            clauses.append(f"SessionIds IN ('{sid}', '{compact_id(sid)}')")
         if kind is not None:
             clauses.append(f"OperationKind = '{kind.value}'")
         if status is not None:
@@ -516,12 +627,33 @@ class OperationService:
         async for wf in self.client.list_workflows(query, limit=limit):
             ids.append((wf.start_time, wf.id))
         ids.sort(reverse=True)
-        return [await self.get(i) for _, i in ids[:limit]]
+        out = []
+        for _, operation_id in ids[:limit]:
+            op, holders = await self._read(operation_id)
+            if session_id is not None and sid not in op.session_ids:
+                continue  # another session sharing the compact form
+            if await self.visible(actor, op, holders):
+                out.append(op)
+        return out
 
     async def cancel(self, actor: Actor, operation_id: str) -> Operation:
-        op = await self.get_for(actor, operation_id)
-        if not actor.trusted and op.owner_id != actor.user_id:
-            raise Forbidden(f"only {op.owner_id!r} or a trusted service may cancel {operation_id}")
+        """Cancelling needs the permission that starting the operation needed (API.md E)."""
+        op, holders = await self._get_visible(actor, operation_id)
+        if not actor.trusted:
+            needed = holders.cancel_permission
+            if needed is None:
+                if holders.started_by != actor.user_id:
+                    raise Forbidden(
+                        f"only the user who started {operation_id} or a trusted service "
+                        "may cancel it"
+                    )
+            else:
+                for session in await self.sessions.repo.get_existing(holders.cancel_ids):
+                    if rank(session, actor) < PERMISSION_RANK[needed]:
+                        raise Forbidden(
+                            f"cancelling {operation_id} needs {needed.value!r} permission on "
+                            f"session {session.id}, as starting it did"
+                        )
         if op.done:
             raise Conflict(f"operation {operation_id} already ended ({op.status.value})")
         await self.client.get_workflow_handle(operation_id).cancel()

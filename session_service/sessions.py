@@ -77,7 +77,7 @@ class SessionService:
                 if idempotency_key is not None:
                     earlier = await self.repo.claim_idempotency_key(
                         conn,
-                        "create-session",
+                        actor.key_scope("create-session"),
                         idempotency_key,
                         request_hash(body.model_dump(mode="json"), actor),
                         session_id,
@@ -129,6 +129,8 @@ class SessionService:
         self, actor: Actor, session_id: str, body: SessionUpdate, if_version: int | None
     ) -> SessionRecord:
         session = await self.load(actor, session_id, Permission.write)
+        if body.status is not None and body.status is not session.status:
+            require(session, actor, Permission.admin)  # the same act as archive/restore/delete
         fields: dict[str, Any] = {}
         sent = body.model_fields_set
         for name in ("name", "description", "tags"):

@@ -136,6 +136,21 @@ def test_sigkill_of_the_group_leaves_nothing_and_restart_keeps_data(stack: DevSt
             assert col["exists"] and col["points_count"] == 50
 
 
+def test_restart_right_after_a_sigkill_of_the_group_waits_for_the_old_cluster(
+    stack: DevStack,
+) -> None:
+    """Postgres backends run in process groups of their own and outlive a group kill for a
+    moment; a start at once (as a supervisor would) waits for them instead of failing."""
+    stack.start()
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        made = c.post("/sessions", json={"name": "kept", "configuration": {"vector_size": 4}})
+        assert made.status_code == 200
+    stack.kill_group(signal.SIGKILL)
+    stack.start()
+    with httpx.Client(base_url=stack.url, timeout=30) as c:
+        assert c.get(f"/sessions/{made.json()['id']}").json()["name"] == "kept"
+
+
 def test_sigterm_stops_everything_in_order(stack: DevStack) -> None:
     stack.start()
     procs = stack.tree()

@@ -597,7 +597,7 @@ async def test_operations_follow_session_access(client: httpx.AsyncClient, make:
     )
     assert r.status_code == 200
     assert r.json()["owner_id"] == alice
-    op_id = r.headers["Operation-Id"]
+    op_id, target = r.headers["Operation-Id"], r.json()["id"]
     assert (await client.get(f"/operations/{op_id}", headers=as_alice)).json()["owner_id"] == alice
     assert (await client.get(f"/operations/{op_id}", headers=as_bob)).status_code == 404
     listed = await client.get("/operations", params={"session_id": a["id"]}, headers=as_bob)
@@ -607,7 +607,9 @@ async def test_operations_follow_session_access(client: httpx.AsyncClient, make:
         "/sessions/merge", json={"source_session_ids": [a["id"], b["id"]]}, headers=as_bob
     )
     assert r.status_code == 404
-    await client.post(f"/sessions/{a['id']}/share", json={"user_ids": [bob]})
+    for sid in (a["id"], b["id"], target):
+        assert (await client.get(f"/operations/{op_id}", headers=as_bob)).status_code == 404
+        await client.post(f"/sessions/{sid}/share", json={"user_ids": [bob]})
     assert (await client.get(f"/operations/{op_id}", headers=as_bob)).status_code == 200
     r = await client.post(
         f"/sessions/{a['id']}/split",

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from session_service.access import Actor
+from session_service.access import Actor, credential_of
 from session_service.errors import Unprocessable
 from session_service.runtime import Runtime
 from session_service.sessions import SessionService
@@ -48,8 +48,12 @@ def sessions_of(request: Request) -> SessionService:
     return runtime_of(request).sessions
 
 
-async def get_actor(x_user_id: UserIdHeader = None) -> Actor:
-    return actor_for(x_user_id)
+async def get_actor(
+    x_user_id: UserIdHeader = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Actor:
+    actor = actor_for(x_user_id)
+    return Actor(user_id=actor.user_id, credential=credential_of(authorization))
 
 
 async def get_idempotency_key(

@@ -164,6 +164,17 @@ class SessionRepository:
                 raise NotFound(f"session {sid} not found")
         return [by_id[str(_uuid(s))] for s in session_ids]
 
+    async def get_existing(self, session_ids: Sequence[str]) -> list[SessionRecord]:
+        """Those of the sessions that exist (ids that are not UUIDs name none)."""
+        ids = []
+        for sid in session_ids:
+            try:
+                ids.append(uuid.UUID(sid))
+            except ValueError:
+                continue
+        rows = await self.pool.fetch(_SELECT + " WHERE s.id = ANY($1::uuid[])", ids)
+        return [_record(r) for r in rows]
+
     async def search(
         self, flt: SessionFilter, limit: int, after: PageCursor | None = None
     ) -> list[SessionRecord]:
@@ -575,7 +586,8 @@ class SessionRepository:
         point_count: int,
         collisions: int,
     ) -> SessionRecord:
-        """Give the merged session its sums and unions, archive the sources, release all.
+        """Give the merged session its sums and unions, the first source's configuration
+        and metadata (under the request's), archive the sources, release all.
 
         One transaction, guarded by the lock: a retry after a commit changes nothing.
         """
@@ -600,7 +612,7 @@ class SessionRepository:
                        embeddings_created = $5, last_processing_time = $6,
                        llm_models_used = $7, embedding_models_used = $8,
                        model_switches = $9, last_model_switch = $10, tags = $11,
-                       metadata = metadata || $12::jsonb,
+                       metadata = $13::jsonb || metadata || $12::jsonb, configuration = $14,
                        locked_by = NULL, version = version + 1, updated_at = now()
                    WHERE id = $1""",
                 _uuid(target_id),
@@ -619,6 +631,8 @@ class SessionRepository:
                     "merged_point_count": point_count,
                     "merge_collisions": collisions,
                 },
+                sources[0].metadata,
+                sources[0].configuration.model_dump(mode="json"),
             )
             await conn.execute(
                 """UPDATE sessions SET
@@ -642,19 +656,32 @@ class SessionRepository:
         removed_points: int,
         archive_original: bool,
     ) -> None:
-        """Set each part's counters, lower the source's, release all; retry-safe by the lock."""
+        """Set each part's counters, give it what the source carries (configuration, metadata
+        under the part's, model usage, and tags when the part has none), lower the source's
+        counters, release all; retry-safe by the lock."""
         async with self.pool.acquire() as conn, conn.transaction():
             for part_id, points in parts:
                 await conn.execute(
-                    """UPDATE sessions SET
+                    """UPDATE sessions AS p SET
                            urls_processed = $3, content_analyzed = $3, embeddings_created = $3,
-                           metadata = metadata || jsonb_build_object('split_from', $4::text),
-                           locked_by = NULL, version = version + 1, updated_at = now()
-                       WHERE id = $1 AND locked_by = $2""",
+                           configuration = src.configuration,
+                           metadata = CASE
+                               WHEN octet_length((src.metadata || p.metadata)::text) <= 65536
+                               THEN src.metadata || p.metadata ELSE p.metadata END
+                               || jsonb_build_object('split_from', $4::text),
+                           llm_models_used = src.llm_models_used,
+                           embedding_models_used = src.embedding_models_used,
+                           model_switches = src.model_switches,
+                           last_model_switch = src.last_model_switch,
+                           tags = CASE WHEN cardinality(p.tags) = 0 THEN src.tags ELSE p.tags END,
+                           locked_by = NULL, version = p.version + 1, updated_at = now()
+                       FROM sessions AS src
+                       WHERE p.id = $1 AND p.locked_by = $2 AND src.id = $5""",
                     _uuid(part_id),
                     operation_id,
                     points,
                     source_id,
+                    _uuid(source_id),
                 )
             await conn.execute(
                 """UPDATE sessions SET

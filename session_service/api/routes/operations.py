@@ -65,11 +65,11 @@ async def list_operations(
     status: OperationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[Operation]:
-    """Operations, newest first, filtered by session, kind and status."""
-    ops = await runtime.operations.list(
-        session_id=session_id, kind=kind, status=status, limit=limit
+    """Operations, newest first, filtered by session, kind and status; only those whose
+    sessions the caller can read."""
+    return await runtime.operations.list_for(
+        actor, session_id=session_id, kind=kind, status=status, limit=limit
     )
-    return [op for op in ops if await runtime.operations.visible(actor, op)]
 
 
 @router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Operation)
