@@ -39,7 +39,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from session_service import logs
 from session_service.access import Actor, rank
-from session_service.errors import Conflict, Forbidden, Locked, NotFound, Unprocessable
+from session_service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Locked,
+    NotFound,
+    Unprocessable,
+)
 from session_service.metrics import OPERATIONS_STARTED
 from session_service.models import (
     MAX_METADATA_BYTES,
@@ -329,7 +336,7 @@ class OperationService:
             return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
         ids = list(dict.fromkeys(body.source_session_ids))
         if len(ids) < 2:
-            raise Unprocessable("source_session_ids must name at least two different sessions")
+            raise BadRequest("source_session_ids must name at least two different sessions")
         # archiving is the act of an admin (API.md E); merging needs write
         needed = Permission.admin if body.archive_sources else Permission.write
         sources = [await self.sessions.load(actor, sid, needed) for sid in ids]
