@@ -148,12 +148,18 @@ async def worker_for(runtime: Runtime) -> Worker:
     """A worker on the runtime's clients, after preparing the cluster for it."""
     for made in await prepare(runtime.temporal, runtime.settings, runtime.repo):
         log.info("created", what=made)
+    return worker_of(runtime)
+
+
+def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ()) -> Worker:
+    """A worker on the runtime's clients and settings (tests add fault ``overrides``)."""
     return build_worker(
         runtime.temporal,
         runtime.settings.temporal_task_queue,
         runtime.repo,
         runtime.vectors,
         runtime.artifacts,
+        overrides=overrides,
         import_limits=Limits.of(runtime.settings),
         index_min_points=runtime.settings.vector_index_min_points,
     )

@@ -154,17 +154,9 @@ class OpsStack:
         self.make = Factory(client)
 
     def worker(self, *overrides: Any) -> Any:
-        from session_service.worker import build_worker
+        from session_service.worker import worker_of
 
-        rt = self.runtime
-        return build_worker(
-            rt.temporal,
-            rt.settings.temporal_task_queue,
-            rt.repo,
-            rt.vectors,
-            rt.artifacts,
-            overrides=overrides,
-        )
+        return worker_of(self.runtime, overrides=overrides)
 
     async def wait(self, op_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
         import asyncio

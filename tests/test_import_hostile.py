@@ -38,21 +38,7 @@ UPLOAD_LIMIT = 4 * 1024 * 1024
 
 
 class LimitedStack(OpsStack):
-    """An ops stack whose API and workers read imports within small limits."""
-
-    def worker(self, *overrides: Any) -> Any:
-        from session_service.worker import build_worker
-
-        rt = self.runtime
-        return build_worker(
-            rt.temporal,
-            rt.settings.temporal_task_queue,
-            rt.repo,
-            rt.vectors,
-            rt.artifacts,
-            overrides=overrides,
-            import_limits=fmt.Limits.of(rt.settings),
-        )
+    """An ops stack whose API and workers read imports within small limits (its settings)."""
 
     def steps(self) -> TransferSteps:
         rt = self.runtime

@@ -39,7 +39,7 @@ from session_service.operation_types import (
 )
 from session_service.runtime import Runtime
 from session_service.settings import Settings
-from session_service.worker import build_worker, prepare
+from session_service.worker import build_worker, prepare, worker_of
 from session_service.workflows import ALL_WORKFLOWS
 from tests.conftest import Factory
 
@@ -88,15 +88,7 @@ class RetentionStack:
         return {str(r["id"]): r["status"] for r in rows}
 
     def worker(self, *overrides: Any) -> Any:
-        rt = self.runtime
-        return build_worker(
-            rt.temporal,
-            rt.settings.temporal_task_queue,
-            rt.repo,
-            rt.vectors,
-            rt.artifacts,
-            overrides=overrides,
-        )
+        return worker_of(self.runtime, overrides=overrides)
 
 
 @pytest.fixture

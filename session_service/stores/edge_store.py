@@ -54,6 +54,7 @@ from session_service.stores.vector_store import (
     StoredPoint,
     VectorStore,
     point_id,
+    point_rows,
 )
 
 T = TypeVar("T")
@@ -115,21 +116,6 @@ def _stored(record: Any, with_vectors: bool) -> StoredPoint:
         id=point_id(record.id),
         vector=list(vector) if isinstance(vector, list) else None,
         payload=record.payload if record.payload is not None else {},
-    )
-
-
-def _rows(records: list[Any]) -> PointRows:
-    vectors: Any = [r.vector for r in records]
-    try:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if matrix.ndim == 2:
-            vectors = matrix
-    except (TypeError, ValueError):
-        pass
-    return PointRows(
-        ids=[point_id(r.id) for r in records],
-        vectors=vectors,
-        payloads=[r.payload if r.payload is not None else {} for r in records],
     )
 
 
@@ -420,7 +406,7 @@ class EdgeStore(VectorStore):
     ) -> tuple[PointRows, PointId | None]:
         def page() -> tuple[PointRows, PointId | None]:
             records, nxt = self._scroll(name, limit, offset, True)
-            return _rows(records), nxt
+            return point_rows(records), nxt
 
         return await self._run(page)
 

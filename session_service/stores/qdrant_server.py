@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from qdrant_client import QdrantClient, models
 
 from session_service.point_query import FieldCondition, PointQuery, QueryFilter, ScoredPointOut
@@ -28,6 +27,7 @@ from session_service.stores.vector_store import (
     StoredPoint,
     VectorStore,
     point_id,
+    point_rows,
 )
 
 T = TypeVar("T")
@@ -38,21 +38,6 @@ _DISTANCES = {
     "Euclid": models.Distance.EUCLID,
     "Manhattan": models.Distance.MANHATTAN,
 }
-
-
-def _rows(records: list[models.Record]) -> PointRows:
-    vectors: Any = [r.vector for r in records]
-    try:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if matrix.ndim == 2:
-            vectors = matrix
-    except (TypeError, ValueError):  # a point without a vector, or named vectors
-        pass
-    return PointRows(
-        ids=[point_id(r.id) for r in records],
-        vectors=vectors,
-        payloads=[r.payload for r in records],
-    )
 
 
 def _stored(record: models.Record) -> StoredPoint:
@@ -207,7 +192,7 @@ class QdrantServerStore(VectorStore):
             records, next_offset = self.client.scroll(
                 name, limit=limit, offset=offset, with_payload=True, with_vectors=True
             )
-            return _rows(records), next_offset  # type: ignore[return-value]
+            return point_rows(records), next_offset  # type: ignore[return-value]
 
         return await self._run(page)
 

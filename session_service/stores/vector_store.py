@@ -56,6 +56,24 @@ class IndexReport:
     replayed: int = 0  # writes that arrived while the index was built, applied after
 
 
+def point_rows(records: Sequence[Any]) -> PointRows:
+    """A page of engine records (``id``, ``vector``, ``payload``) as :class:`PointRows`."""
+    import numpy as np  # here, not at the top: workflows import this module
+
+    vectors: Any = [r.vector for r in records]
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim == 2:
+            vectors = matrix
+    except (TypeError, ValueError):  # a point without a vector, or named vectors
+        pass
+    return PointRows(
+        ids=[point_id(r.id) for r in records],
+        vectors=vectors,
+        payloads=[r.payload if r.payload is not None else {} for r in records],
+    )
+
+
 def collection_name_for(session_id: str) -> str:
     return f"session_{uuid.UUID(session_id).hex}"
 
@@ -186,4 +204,5 @@ __all__ = [
     "collection_name_for",
     "open_vector_store",
     "point_id",
+    "point_rows",
 ]
