@@ -221,6 +221,10 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             report["profile"] = service_merge(api, dev, sources, expected, work / "merge.pyspy")
         api.close()
         dev.stop()
+        report["contenders"] = contenders
+        report["queries"] = queries
+        if not args.index:
+            return report
 
         log("restarting the stack with the shipped settings to build the index")
         dev.env = {}
@@ -255,8 +259,6 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "cpu": cpu.read()
             }
         api.close()
-    report["contenders"] = contenders
-    report["queries"] = queries
     return report
 
 
@@ -358,7 +360,9 @@ def markdown(report: dict[str, Any]) -> str:
                 other,
             )
         )
-    idx = report["index"]
+    idx = report.get("index")
+    if idx is None:
+        return "\n".join(lines)
     lines += [
         "",
         f"Index: built {idx['built']}, {idx['indexed']:,} of {idx['points']:,} points indexed "
@@ -378,6 +382,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="2 x 5,000 points, 100 queries")
     parser.add_argument("--profile", action="store_true", help="one more merge under py-spy")
+    parser.add_argument(
+        "--no-index",
+        dest="index",
+        action="store_false",
+        help="stop after the scan queries (no restart, no index build)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     parser.add_argument("--output", type=Path, default=RESULTS)
