@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-edge clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.api $(ARGS)
+
+bench-edge: install
+	$(BIN)/python -m bench.merge $(ARGS)
+	$(BIN)/python -m bench.export_import $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

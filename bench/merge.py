@@ -1,560 +1,429 @@
-"""Benchmark of ``POST /sessions/merge`` on the embedded stack, against the copy's floor.
+"""Merge and query benchmark of the Edge engine (issue 11), every contender in one run.
 
-The issue asks whether the durable merge (a Temporal workflow whose
-``copy_points`` activity scrolls the sources in batches and upserts into the
-target) costs too much next to what Qdrant itself allows, and whether it still
-holds every point in RAM as the old in-memory merge did. Targets: the API
-merge moves at least 0.8x the points per second of a bare scroll/upsert loop
-on the same Qdrant, and the worker's RSS grows by less than 150 MB.
+Two sessions of ``--points`` points (default 100,000) x ``--dim`` (384), disjoint ids,
+are seeded through the API of ``session-service dev`` (a subprocess, ``bench.stack``).
+Then, in this order, so that raw runs bracket the service's:
 
-Two sessions of ``--points`` points (default 100,000) of ``--dim`` dimensions
-(default 384), disjoint ids, are seeded through the API of ``session-service
-dev``. Then three contenders copy the same two source collections into a new
-collection, in the same Qdrant local-mode folder, with the same batch size
-(``OP_BATCH_SIZE``, 1024) and the same persistence (qdrant-client local mode
-writes every upserted point to SQLite):
+1. ``raw edge #1``: ``bench.edge_raw merge --engine edge`` in a fresh process: two Edge
+   shards of the same points copied into a third with ``qdrant_edge`` directly, scroll
+   ``--batch`` + upsert, flushed at the end (the physical limit).
+2. ``service``: ``POST /sessions/merge`` (``Prefer: wait=300``: the 200 answer comes when
+   the merge is done), timed to that answer; the dev process's ``RssAnon`` and ``VmRSS``
+   are sampled every 50 ms from its idle median just before the POST.
+3. ``raw edge #2``: as 1, then ``--queries`` 10-nearest queries on its copy (a scan).
+4. ``first service's way``: ``bench.edge_raw merge --engine memory``: qdrant-client
+   ``QdrantClient(":memory:")``, every point of both sources read into a Python list,
+   then upserted (not durable).
 
-* ``api merge``: ``POST /sessions/merge`` with ``Prefer: respond-async``,
-  polled once a second on ``GET /operations/{id}``; its time is the
-  operation's ``finished_at - created_at`` (the whole workflow: lock, count,
-  create, copy, count, finish). The dev stack is restarted first, so that its
-  Python process has just loaded the folder, like the other contenders.
-* ``raw loop``: no API, no Temporal: a fresh process opens the folder with
-  ``QdrantClient(path=...)`` and scrolls/upserts batch after batch (the floor),
-  on one worker thread as the service's ``VectorStore`` does.
-* ``in-memory``: a fresh process reads every point of both sources into one
-  Python list, then upserts them all (the old way), batch by batch.
+Sources are merged with ``archive_sources: false`` (so a ``--profile`` pass can merge
+them again); archiving is one Postgres update and does not move points.
 
-Local mode allows one client per folder, so the dev stack is stopped (SIGTERM
-to its group) while the raw loop and the in-memory way run. The order is raw
-loop, API merge (``--rounds`` times), raw loop again, in-memory: raw runs
-bracket every API merge, so a drift of the machine (page cache, disk, other
-work) shows up as a difference between them; the floor is their mean, and each
-API merge is also compared with its two neighbours. Every contender runs in
-a process that has just opened the folder, and each deletes its merged
-collection afterwards, so each one starts from the same folder.
+Queries (``POST /sessions/{id}/points/query``, limit 10, no payload, one at a time on a
+keep-alive connection) on the merged session: first as it is after the merge (no index:
+a scan), then after the service's ``IndexWorkflow`` has built its HNSW index. The
+measured merge runs on a stack started with ``VECTOR_INDEX_MIN_POINTS`` above the merged
+size, so the index workflow that the merge starts finds nothing to do and the scan can be
+measured; then the stack restarts with the shipped settings and runs ``IndexWorkflow``
+on the merged collection (the workflow and activity the merge starts, here started by
+the benchmark), timed on its own. Beside them: brute force in numpy over the same
+points (unit float32 rows, ``m @ q`` and a partial sort) and raw Edge's scan (3.);
+recall@10 of every contender against numpy's exact answer.
 
-Peak RSS growth is sampled from outside every 50 ms: for the API merge, the dev
-stack's Python process (API and worker share it, and the Qdrant client), from
-just before the POST; for the others, their own process, from just after the
-client opened the folder (opening loads every stored point: not the copy's
-cost). Opening also leaves hundreds of MB of freed heap in RSS, which a copy
-can grow into unseen (or glibc trims mid-copy and RSS drops below the
-baseline), so every process first hands those pages back with glibc's
-``malloc_trim(0)``: the children themselves, the dev process on SIGUSR2 through
-a ``sitecustomize`` hook the benchmark writes into its work dir. In
-local mode the new collection itself lives in the copying process's RAM, so
-every contender grows by it; the API merge's own overhead is its growth minus
-the raw loop's. Every merged collection must hold exactly the union of the
-sources (2 x points). CPU seconds of each process are read too: the copy waits
-on an fsync per point, so CPU per point is the steadier measure of overhead
-when other work shares the machine.
+CPU: every contender's window reports the machine's busy cores, ours (this process tree:
+the orchestrator, the dev stack, the raw children) and others' (the rest, from
+``/proc/stat``): other engineers' work, which makes absolute figures drift.
 
-The code measured is ``session_service/`` as it is when the run starts, copied
-into the work dir and put first on the dev stack's PYTHONPATH (others edit the
-tree meanwhile, and Temporal's sandbox re-reads workflow modules for every new
-run); the git HEAD, the uncommitted files and a hash of the copy are recorded.
-
-Also measured: the end-to-end latency of a small merge (2 x ``--small-points``
-points) answered synchronously (no ``Prefer``: 200 with the new session), one
-unmeasured warm-up then ``--small-runs`` runs, each on fresh sessions.
-
-Run: ``.venv/bin/python -m bench.merge [--points N] [--dim D]``.
-Writes Markdown to stdout, progress to stderr, raw numbers to bench/results/merge.json.
+Run: ``.venv/bin/python -m bench.merge`` (~10 min), ``--quick`` (2 x 5,000, 100
+queries, < 2 min). JSON to ``bench/results/edge-merge.json``, Markdown to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import queue
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import httpx
 import numpy as np
 
-from bench.merge_history import summarize
-from bench.merge_report import compare, markdown
-from bench.merge_stack import (
-    MB,
-    CpuWindow,
+from bench.edge_raw import query_vectors, run_child, seed_session, unit_matrix
+from bench.sampling import CpuWindow, MemorySampler, PySpy, idle_memory, other_load
+from bench.stack import (
+    REPO,
+    Api,
     DevStack,
-    RssSampler,
-    child_env,
-    idle_rss,
-    install_trim_hook,
+    activity_seconds,
     log,
-    rss_parts,
+    machine_facts,
+    run_index_workflow,
+    server_seconds,
     snapshot_code,
-    trim_heap,
-    wait_quiet,
+    workflow_result,
 )
+from session_service.stores.vector_store import collection_name_for
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results" / "merge.json"
-UPSERT_CHUNK = 1000  # the API's limit per PUT
-POLL_S = 1.0
-OPEN_TIMEOUT = 900.0
+RESULTS = REPO / "bench" / "results" / "edge-merge.json"
+ANON_TARGET_MB = 200.0
+NO_INDEX = str(10**12)
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(int(np.ceil(q / 100 * len(ordered))) - 1, 0)]
+
+
+def latency(ms: list[float], ids: list[list[Any]], exact: list[list[int]]) -> dict[str, Any]:
+    recall = [len(set(a) & set(b)) / len(b) for a, b in zip(ids, exact, strict=True)]
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_before": os.getloadavg(),
+        "queries": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "mean_ms": round(float(np.mean(ms)), 3),
+        "recall_at_10": round(float(np.mean(recall)), 4),
     }
 
 
-def copy_timeout(points: int) -> float:
-    """A bound for one copy of ``points``: generous (50 points/s), but a bound."""
-    return 300.0 + points / 50
+def numpy_queries(matrix: np.ndarray, vectors: np.ndarray) -> tuple[list[float], list[list[int]]]:
+    ms, ids = [], []
+    for q in vectors.astype(np.float32):
+        began = time.perf_counter()
+        scores = matrix @ q
+        top = np.argpartition(-scores, 10)[:10]
+        top = top[np.argsort(-scores[top])]
+        ms.append((time.perf_counter() - began) * 1000)
+        ids.append(top.tolist())
+    return ms, ids
 
 
-# the API
+def api_queries(api: Api, session_id: str, vectors: np.ndarray) -> tuple[list[float], list[Any]]:
+    ms, ids = [], []
+    for v in vectors.tolist():
+        began = time.perf_counter()
+        found = api.query(session_id, v)
+        ms.append((time.perf_counter() - began) * 1000)
+        ids.append(found)
+    return ms, ids
 
 
-def create_session(client: httpx.Client, name: str, dim: int) -> dict[str, Any]:
-    r = client.post("/sessions", json={"name": name, "configuration": {"vector_size": dim}})
-    r.raise_for_status()
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def random_points(rng: np.random.Generator, first: int, n: int, dim: int) -> list[Any]:
-    vectors = np.round(rng.standard_normal((n, dim), dtype=np.float32), 5).tolist()
-    return [
-        {"id": first + i, "vector": v, "payload": {"n": first + i, "url": f"https://e.x/{i}"}}
-        for i, v in enumerate(vectors)
-    ]
-
-
-def seed(
-    client: httpx.Client, session_id: str, first: int, n: int, dim: int, rng: np.random.Generator
-) -> float:
-    """PUT ``n`` points, ``first`` and on, 1,000 a call; the seconds it took."""
-    began = time.monotonic()
-    for start in range(0, n, UPSERT_CHUNK):
-        points = random_points(rng, first + start, min(UPSERT_CHUNK, n - start), dim)
-        r = client.put(f"/sessions/{session_id}/points", json={"points": points})
-        r.raise_for_status()
-        done = start + len(points)
-        if done % 10_000 == 0 or done == n:
-            rate = done / (time.monotonic() - began)
-            log(f"  seeded {done}/{n} points into {session_id[:8]}, {rate:.0f}/s")
-    return time.monotonic() - began
-
-
-def collection_count(client: httpx.Client, session_id: str) -> int:
-    r = client.get(f"/sessions/{session_id}/collection")
-    r.raise_for_status()
-    return int(r.json()["points_count"])
-
-
-def poll_operation(client: httpx.Client, op_id: str, timeout: float) -> dict[str, Any]:
-    """GET the operation once a second until it is done; log its progress now and then."""
-    deadline = time.monotonic() + timeout
-    last_log = 0.0
-    while time.monotonic() < deadline:
-        r = client.get(f"/operations/{op_id}")
-        r.raise_for_status()
-        op: dict[str, Any] = r.json()
-        if op["done"]:
-            return op
-        if time.monotonic() - last_log >= 15:
-            last_log = time.monotonic()
-            p = op.get("progress") or {}
-            done, total = p.get("points_done"), p.get("points_total")
-            log(f"  operation {op_id}: {p.get('phase')} {done}/{total}")
-        time.sleep(POLL_S)
-    raise TimeoutError(f"operation {op_id} not done after {timeout:.0f}s")
-
-
-def delete_permanently(client: httpx.Client, session_id: str, timeout: float) -> None:
-    r = client.delete(f"/sessions/{session_id}", params={"permanent": "true"})
-    if r.status_code == 202:
-        op = poll_operation(client, r.json()["id"], timeout)
-        if op["status"] != "succeeded":
-            raise RuntimeError(f"deleting {session_id}: {op}")
-    else:
-        r.raise_for_status()
-
-
-def server_seconds(op: dict[str, Any]) -> float:
-    began = datetime.fromisoformat(op["created_at"])
-    ended = datetime.fromisoformat(op["finished_at"])
-    return (ended - began).total_seconds()
-
-
-def small_merge(client: httpx.Client, n: int, dim: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Two fresh sessions of ``n`` points merged without ``Prefer``: one timed request."""
-    ids = []
-    for k in range(2):
-        s = create_session(client, f"small-{k}", dim)
-        points = random_points(rng, k * n, n, dim)
-        r = client.put(f"/sessions/{s['id']}/points", json={"points": points})
-        r.raise_for_status()
-        ids.append(s["id"])
-    began = time.perf_counter()
-    r = client.post("/sessions/merge", json={"source_session_ids": ids})
-    seconds = time.perf_counter() - began
-    if r.status_code not in (200, 202):
-        raise RuntimeError(f"small merge answered {r.status_code}: {r.text[:500]}")
-    op_id = r.headers["Operation-Id"]
-    op = poll_operation(client, op_id, 600)  # a 202 (over the sync wait) still gets checked
-    count = collection_count(client, op["result"]["id"]) if op["status"] == "succeeded" else 0
-    return {
-        "ms": seconds * 1000,
-        "status_code": r.status_code,
-        "server_ms": server_seconds(op) * 1000,
-        "count": count,
-        "ok": r.status_code == 200 and count == 2 * n,
-    }
-
-
-def small_merges(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
-    rng = np.random.default_rng(args.seed + 1)
-    warmup = small_merge(client, args.small_points, args.dim, rng)
-    runs = [small_merge(client, args.small_points, args.dim, rng) for _ in range(args.small_runs)]
-    ms = sorted(r["ms"] for r in runs)
-    p90 = float(np.percentile(ms, 90)) if ms else 0.0
-    log(
-        f"small merge 2x{args.small_points}: warm-up {warmup['ms']:.0f} ms, median "
-        f"{statistics.median(ms):.0f} ms, p90 {p90:.0f} ms over {len(ms)} runs"
-    )
-    return {
-        "points_per_source": args.small_points,
-        "warmup": warmup,
-        "runs": runs,
-        "median_ms": statistics.median(ms),
-        "p90_ms": p90,
-        "min_ms": ms[0],
-        "max_ms": ms[-1],
-        "median_server_ms": statistics.median(r["server_ms"] for r in runs),
-        "ok": warmup["ok"] and all(r["ok"] for r in runs),
-    }
-
-
-def timeline(dev: DevStack, op_id: str) -> dict[str, Any]:
-    """Where the workflow's time went (diagnostic only: never fails the run)."""
-    try:
-        return summarize(f"127.0.0.1:{dev.temporal_port}", op_id)
-    except Exception as exc:  # noqa: BLE001
-        log(f"could not read the history of {op_id}: {exc}")
-        return {"error": str(exc)}
-
-
-def api_merge(
-    dev: DevStack, source_ids: list[str], args: argparse.Namespace, trim_dir: Path, name: str
+def service_merge(
+    api: Api, dev: DevStack, sources: list[str], expected: int, spy: Path | None = None
 ) -> dict[str, Any]:
-    """The timed merge through the API, with the dev Python process's RSS sampled."""
-    expected = 2 * args.points
-    with httpx.Client(base_url=dev.url, timeout=60) as client:
-        trim = trim_heap(dev.pid, trim_dir) if args.trim else {"trimmed": False}
-        log(f"dev process heap trimmed before the baseline: {trim}")
-        quiet = wait_quiet()
-        base, base_anon = idle_rss(dev.pid), rss_parts(dev.pid)["RssAnon"]
-        with RssSampler(dev.pid, args.sample_interval) as sampler, CpuWindow(dev.pid) as cpu:
-            began = time.monotonic()
-            r = client.post(
-                "/sessions/merge",
-                json={"source_session_ids": source_ids},
-                headers={"Prefer": "respond-async"},
-            )
-            if r.status_code != 202:
-                raise RuntimeError(f"merge answered {r.status_code}: {r.text[:500]}")
-            op = poll_operation(client, r.json()["id"], copy_timeout(expected))
-            wall = time.monotonic() - began
-            cpu_used = cpu.read()
-        if op["status"] != "succeeded":
-            raise RuntimeError(f"merge ended {op['status']}: {op.get('error')}")
-        history = timeline(dev, op["id"])
-        merged_id = op["result"]["id"]
-        count = collection_count(client, merged_id)
-        delete_permanently(client, merged_id, copy_timeout(expected))
-    seconds = server_seconds(op)
-    return {
-        "name": name,
+    """The merge through the API, with the dev process's memory and the CPU sampled."""
+    base = idle_memory(dev.pid)
+    body = {"source_session_ids": sources, "archive_sources": False}
+    with (
+        MemorySampler(dev.pid, baseline=base) as sampler,
+        CpuWindow(contender=dev.pid) as cpu,
+        PySpy(dev.pid, spy) if spy else _Null() as profiler,
+    ):
+        session, seconds = api.long("/sessions/merge", body)
+        window = cpu.read()
+    op_id = session["_operation_id"]
+    op = api.operation(op_id)
+    out: dict[str, Any] = {
+        "name": "service (POST /sessions/merge)",
+        "session_id": session["id"],
+        "operation_id": op_id,
         "seconds": seconds,
-        "client_wall_s": wall,
-        "points_per_s": expected / seconds,
-        "count": count,
-        "ok": count == expected,
-        "rss_base_mb": base / MB,
-        "rss_peak_mb": sampler.peak / MB,
-        "rss_growth_mb": (sampler.peak - base) / MB,
-        "anon_growth_mb": (sampler.peak_anon - base_anon) / MB,
-        "heap_trim": trim,
-        "rss_samples": sampler.samples,
-        "rss_series": sampler.series,
-        "cpu": cpu_used,
-        "quiet_before": quiet,
-        "operation": {k: op.get(k) for k in ("id", "created_at", "finished_at", "progress")},
-        "history": history,
+        "server_s": server_seconds(op),
+        "count": api.count(session["id"]),
+        "memory": sampler.report(),
+        "cpu": window,
+        "history": activity_seconds(dev.temporal_address, op_id),
     }
+    if spy:
+        out["profile"] = profiler.summary()
+    out["points_per_s"] = expected / seconds
+    return out
 
 
-# the contenders without the API, each in a process of its own
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def summary(self) -> dict[str, Any]:
+        return {}
 
 
-def _reader(stream: IO[str], lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
+def raw(name: str, engine: str, args: argparse.Namespace, scratch: Path, queries: int = 0) -> Any:
+    log(f"{name}: bench.edge_raw merge --engine {engine}")
+    extra = [f"--dim={args.dim}", f"--seed={args.seed}", f"--batch={args.batch}"]
+    if queries:
+        extra.append(f"--queries={queries}")
+    out = run_child("merge", engine, args.points, scratch, *extra)
+    out["name"] = name
+    out["seconds"] = out["copy"]["seconds"]
+    out["points_per_s"] = 2 * args.points / out["seconds"]
+    out["memory"] = out.pop("copy")
+    out["cpu"] = out["memory"].pop("cpu")  # the copy loop's window, not the whole child's
+    log(f"{name}: {out['points_per_s']:,.0f} points/s, other load {out['cpu']['other_cores']}")
+    return out
 
 
-def next_event(lines: queue.Queue[str], proc: subprocess.Popen[str], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return json.loads(lines.get(timeout=1.0))
-        except queue.Empty:
-            if proc.poll() is not None and lines.empty():
-                raise RuntimeError(f"copy process exited with {proc.returncode}") from None
-    raise TimeoutError(f"no answer from the copy process in {timeout:.0f}s")
-
-
-def expect(lines: queue.Queue[str], proc: subprocess.Popen[str], name: str, t: float) -> Any:
-    event = next_event(lines, proc, t)
-    if event.get("event") != name:
-        raise RuntimeError(f"expected {name!r} from the copy process, got {event}")
-    return event
-
-
-def copy_argv(mode: str, qdrant: Path, sources: list[str], args: argparse.Namespace) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bench.merge_copy",
-        f"--path={qdrant}",
-        f"--mode={mode}",
-        *(f"--source={s}" for s in sources),
-        f"--target=bench_merge_{mode}",
-        f"--batch-size={args.batch_size}",
-        f"--progress-every={max(args.points // 5, 1)}",
-    ]
-
-
-def run_copy(
-    name: str, mode: str, qdrant: Path, sources: list[str], args: argparse.Namespace
-) -> dict[str, Any]:
-    """One contender in a fresh process: open, idle baseline, go, copy, check, clean up."""
-    expected = 2 * args.points
-    log(f"{name}: opening {qdrant} in a fresh process")
-    proc = subprocess.Popen(
-        copy_argv(mode, qdrant, sources, args),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
+def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    n, dim, expected = args.points, args.dim, 2 * args.points
+    report: dict[str, Any] = {"machine": machine_facts(), "code": snapshot_code(work / "code")}
+    report["other_load_at_start_cores"] = other_load()
+    dev = DevStack(
+        work / "data", work / "code", work / "dev.log", {"VECTOR_INDEX_MIN_POINTS": NO_INDEX}
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        opened = expect(lines, proc, "opened", OPEN_TIMEOUT)
-        log(f"{name}: opened {opened['points_loaded']} points in {opened['open_s']:.1f} s")
-        quiet = wait_quiet()
-        base, base_anon = idle_rss(proc.pid), rss_parts(proc.pid)["RssAnon"]
-        with RssSampler(proc.pid, args.sample_interval) as sampler, CpuWindow(proc.pid) as cpu:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            copied = expect(lines, proc, "copied", copy_timeout(expected))
-            cpu_used = cpu.read()
-        expect(lines, proc, "closed", copy_timeout(expected))
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    return {
-        "name": name,
-        "seconds": copied["seconds"],
-        "points_per_s": expected / copied["seconds"],
-        "count": copied["count"],
-        "read": copied["read"],
-        "ok": copied["count"] == expected and copied["read"] == expected,
-        "copy_cpu_s": copied["cpu_s"],
-        "open_s": opened["open_s"],
-        "points_loaded_at_open": opened["points_loaded"],
-        "rss_base_mb": base / MB,
-        "rss_peak_mb": sampler.peak / MB,
-        "rss_growth_mb": (sampler.peak - base) / MB,
-        "anon_growth_mb": (sampler.peak_anon - base_anon) / MB,
-        "heap_trim": {"trimmed": opened["trimmed"]},
-        "rss_samples": sampler.samples,
-        "rss_series": sampler.series,
-        "cpu": cpu_used,
-        "quiet_before": quiet,
-        "exit_code": proc.returncode,
-    }
-
-
-def announce(result: dict[str, Any]) -> None:
-    log(
-        f"{result['name']}: {result['count']} points in {result['seconds']:.1f} s = "
-        f"{result['points_per_s']:.0f} points/s, peak RSS growth {result['rss_growth_mb']:.0f} MB, "
-        f"count {'ok' if result['ok'] else 'WRONG'}"
-    )
-
-
-# the run
-
-
-def seed_sources(dev: DevStack, args: argparse.Namespace) -> dict[str, Any]:
-    rng = np.random.default_rng(args.seed)
-    sources: list[dict[str, Any]] = []
-    with httpx.Client(base_url=dev.url, timeout=120) as client:
-        for k, label in enumerate("ab"):
-            s = create_session(client, f"merge-bench-{label}", args.dim)
-            seconds = seed(client, s["id"], k * args.points, args.points, args.dim, rng)
-            count = collection_count(client, s["id"])
-            if count != args.points:
-                raise RuntimeError(f"source {label} holds {count} points, not {args.points}")
-            sources.append(
-                {"id": s["id"], "collection": s["qdrant_collection_name"], "seed_s": seconds}
+    contenders: list[dict[str, Any]] = []
+    with dev:
+        report["dev_start_s"] = dev.start()
+        api = Api(dev.url)
+        sources = [api.create_session(f"merge-source-{k}", dim) for k in range(2)]
+        with CpuWindow(contender=dev.pid) as cpu:
+            seeded = sum(
+                seed_session(api, s, args.seed, k * n, n, dim) for k, s in enumerate(sources)
             )
-        small = small_merges(client, args)
-    return {"sources": sources, "small_merge": small}
+            report["api_seed"] = {
+                "seconds": seeded,
+                "points_per_s": expected / seeded,
+                "cpu": cpu.read(),
+            }
+        log(f"seeded 2 x {n} through PUT /points at {expected / seeded:,.0f} points/s")
 
+        contenders.append(raw("raw edge #1", "edge", args, work / "raw1"))
+        log("service: POST /sessions/merge")
+        merged = service_merge(api, dev, sources, expected)
+        log(
+            f"service: {merged['points_per_s']:,.0f} points/s, other {merged['cpu']['other_cores']}"
+        )
+        contenders.append(merged)
+        workflow_result(dev.temporal_address, f"index-{merged['operation_id']}")
+        contenders.append(raw("raw edge #2", "edge", args, work / "raw2", args.queries))
+        contenders.append(raw("first service's way", "memory", args, work / "memory"))
 
-def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    data_dir, logdir = workdir / "d", workdir / "logs"
-    logdir.mkdir()
-    qdrant = data_dir / "qdrant"
-    code = snapshot_code(REPO, workdir / "src")
-    log(f"benchmarking session_service as copied now: {code}")
-    pythonpath = os.pathsep.join(
-        p for p in (str(workdir / "src"), os.environ.get("PYTHONPATH")) if p
-    )
-    env = child_env(
-        {
-            "OP_BATCH_SIZE": str(args.batch_size),
-            "OP_BATCHES_PER_CALL": str(args.batches_per_call),
-            "PYTHONPATH": pythonpath,
-            **install_trim_hook(workdir / "src", workdir / "trim"),
+        vectors = query_vectors(args.seed, args.queries, dim)
+        matrix = unit_matrix(args.seed, expected, dim)
+        np_ms, exact = numpy_queries(matrix, vectors)
+        del matrix
+        queries: dict[str, Any] = {"numpy brute force": latency(np_ms, exact, exact)}
+        raw_q = contenders[2].pop("queries")
+        queries["raw edge, scan"] = latency(raw_q["ms"], raw_q["ids"], exact)
+        log(f"service: {args.queries} queries on the merged session (scan)")
+        with CpuWindow(contender=dev.pid) as cpu:
+            ms, ids = api_queries(api, merged["session_id"], vectors)
+            queries["service, scan (before the index)"] = latency(ms, ids, exact) | {
+                "cpu": cpu.read()
+            }
+
+        if args.profile:
+            log("profile: a second merge under py-spy (not counted)")
+            report["profile"] = service_merge(api, dev, sources, expected, work / "merge.pyspy")
+        api.close()
+        dev.stop()
+        report["contenders"] = contenders
+        report["queries"] = queries
+        if not args.index:
+            return report
+
+        log("restarting the stack with the shipped settings to build the index")
+        dev.env = {}
+        report["dev_restart_s"] = dev.start()
+        api = Api(dev.url)
+        collection = collection_name_for(merged["session_id"])
+        base = idle_memory(dev.pid)
+        with MemorySampler(dev.pid, baseline=base) as sampler, CpuWindow(contender=dev.pid) as cpu:
+            began = time.perf_counter()
+            result = run_index_workflow(
+                dev.temporal_address,
+                f"index-{merged['operation_id']}-bench",
+                [collection],
+                [merged["session_id"]],
+            )
+            wall = time.perf_counter() - began
+            window = cpu.read()
+        outcome = result.collections[0]
+        report["index"] = {
+            "workflow_s": wall,
+            "build_s": outcome.seconds,
+            "built": outcome.built,
+            "points": outcome.points,
+            "indexed": outcome.indexed,
+            "dev_memory": sampler.report(),
+            "cpu": window,
         }
-    )
-    report: dict[str, Any] = {"machine": machine(), "code": code, "contenders": []}
-    dev = DevStack(data_dir, logdir / "dev.log", env)
-    try:
-        report["dev_start_fresh_s"] = dev.start()
-        log(f"dev stack up in {report['dev_start_fresh_s']:.1f} s; seeding")
-        report.update(seed_sources(dev, args))
-    finally:
-        report["dev_exit_codes"] = [dev.stop()]
-    collections = [s["collection"] for s in report["sources"]]
-    ids = [s["id"] for s in report["sources"]]
-    contenders: list[dict[str, Any]] = report["contenders"]
-    raw_runs = 0
-
-    def raw_loop() -> None:
-        nonlocal raw_runs
-        raw_runs += 1
-        contenders.append(run_copy(f"raw loop #{raw_runs}", "raw", qdrant, collections, args))
-        announce(contenders[-1])
-
-    for r in range(args.rounds):
-        raw_loop()
-        dev = DevStack(data_dir, logdir / "dev.log", env)
-        try:
-            report.setdefault("dev_restart_s", []).append(dev.start())
-            log(f"dev stack restarted in {report['dev_restart_s'][-1]:.1f} s")
-            contenders.append(api_merge(dev, ids, args, workdir / "trim", f"api merge #{r + 1}"))
-            announce(contenders[-1])
-        finally:
-            report["dev_exit_codes"].append(dev.stop())
-    if args.bracket:
-        raw_loop()
-    contenders.append(run_copy("in-memory", "memory", qdrant, collections, args))
-    announce(contenders[-1])
+        log(f"index built in {outcome.seconds:.1f}s (workflow {wall:.1f}s)")
+        with CpuWindow(contender=dev.pid) as cpu:
+            ms, ids = api_queries(api, merged["session_id"], vectors)
+            queries["service, HNSW (after the index)"] = latency(ms, ids, exact) | {
+                "cpu": cpu.read()
+            }
+        api.close()
     return report
 
 
+def evaluate(report: dict[str, Any]) -> dict[str, Any]:
+    c = {x["name"]: x for x in report["contenders"]}
+    raw_rates = [c["raw edge #1"]["points_per_s"], c["raw edge #2"]["points_per_s"]]
+    service = c["service (POST /sessions/merge)"]
+    old = c["first service's way"]
+    anon = service["memory"]["anon_growth_mb"]
+    return {
+        "vs_raw_mean": service["points_per_s"] / float(np.mean(raw_rates)),
+        "vs_raw_each": [service["points_per_s"] / r for r in raw_rates],
+        "vs_first_service": service["points_per_s"] / old["points_per_s"],
+        "anon_growth_mb": anon,
+        "met_raw": service["points_per_s"] >= 0.8 * float(np.mean(raw_rates)),
+        "met_first_service": service["points_per_s"] >= 2 * old["points_per_s"],
+        "met_memory": anon <= ANON_TARGET_MB,
+        "count_ok": all(x["count"] == 2 * report["points_per_source"] for x in c.values()),
+    }
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+MARK = {True: "met", False: "**missed**"}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    ev = report["evaluation"]
+    contenders = report["contenders"]
+    raw_mean = float(np.mean([x["points_per_s"] for x in contenders if x["name"][:3] == "raw"]))
+    lines = [
+        f"Merge 2 x {report['points_per_source']:,} x {report['dim']}, batch {report['batch']} "
+        f"(code `{report['code']['git_head']}`, {report['total_s'] / 60:.1f} min).",
+        "",
+        row(
+            "contender (in run order)",
+            "seconds",
+            "points/s",
+            "vs raw edge (mean)",
+            "CPU s",
+            "RssAnon growth MB",
+            "RSS growth MB",
+            "other CPU (cores)",
+        ),
+        row("---", *["---:"] * 7),
+    ]
+    for x in contenders:
+        cpu_s = x["memory"].get("cpu_s", x["cpu"]["contender_cores"] * x["cpu"]["window_s"])
+        lines.append(
+            row(
+                x["name"],
+                f"{x['seconds']:.2f}",
+                f"{x['points_per_s']:,.0f}",
+                f"{x['points_per_s'] / raw_mean:.2f}x",
+                f"{cpu_s:.1f}",
+                f"{x['memory']['anon_growth_mb']:.0f}",
+                f"{x['memory']['rss_growth_mb']:.0f}",
+                f"{x['cpu']['other_cores']:.2f}",
+            )
+        )
+    each = ", ".join(f"{r:.2f}x" for r in ev["vs_raw_each"])
+    lines += [
+        "",
+        row("target", "measured", ""),
+        row("---", "---:", "---"),
+        row(
+            "service >= 0.8x raw edge",
+            f"{ev['vs_raw_mean']:.2f}x (each: {each})",
+            MARK[ev["met_raw"]],
+        ),
+        row(
+            "service >= 2x the first service's way",
+            f"{ev['vs_first_service']:.2f}x",
+            MARK[ev["met_first_service"]],
+        ),
+        row(
+            f"RssAnon growth <= {ANON_TARGET_MB:.0f} MB",
+            f"{ev['anon_growth_mb']:.0f} MB",
+            MARK[ev["met_memory"]],
+        ),
+        "",
+        f"Queries, 10 nearest of {2 * report['points_per_source']:,} x {report['dim']}, "
+        f"{report['queries_count']} one at a time:",
+        "",
+        row("contender", "p50 ms", "p99 ms", "mean ms", "recall@10", "other CPU (cores)"),
+        row("---", *["---:"] * 5),
+    ]
+    for name, q in report["queries"].items():
+        other = q["cpu"]["other_cores"] if "cpu" in q else ""
+        lines.append(
+            row(
+                name,
+                f"{q['p50_ms']:.2f}",
+                f"{q['p99_ms']:.2f}",
+                f"{q['mean_ms']:.2f}",
+                f"{q['recall_at_10']:.3f}",
+                other,
+            )
+        )
+    idx = report.get("index")
+    if idx is None:
+        return "\n".join(lines)
+    lines += [
+        "",
+        f"Index: built {idx['built']}, {idx['indexed']:,} of {idx['points']:,} points indexed "
+        f"in {idx['build_s']:.1f} s (IndexWorkflow {idx['workflow_s']:.1f} s); dev RssAnon "
+        f"growth {idx['dev_memory']['anon_growth_mb']:.0f} MB; other CPU "
+        f"{idx['cpu']['other_cores']:.2f}. Seeding through PUT /points: "
+        f"{report['api_seed']['points_per_s']:,.0f} points/s.",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="POST /sessions/merge vs a raw scroll/upsert loop vs the in-memory way."
-    )
-    parser.add_argument("--points", type=int, default=100_000, help="points per source")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=100_000, help="per source (x 1,000)")
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--batch-size", type=int, default=1024, help="OP_BATCH_SIZE, for all")
-    parser.add_argument("--batches-per-call", type=int, default=16, help="OP_BATCHES_PER_CALL")
-    parser.add_argument("--small-points", type=int, default=100)
-    parser.add_argument("--small-runs", type=int, default=10)
-    parser.add_argument("--sample-interval", type=float, default=0.05, help="RSS sampling, s")
+    parser.add_argument("--batch", type=int, default=1024, help="the raw loops' (OP_BATCH_SIZE)")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="2 x 5,000 points, 100 queries")
+    parser.add_argument("--profile", action="store_true", help="one more merge under py-spy")
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="rounds of (raw loop, API merge); more average out other work on the machine",
-    )
-    parser.add_argument(
-        "--no-bracket",
-        dest="bracket",
+        "--no-index",
+        dest="index",
         action="store_false",
-        help="no raw loop after the last API merge",
-    )
-    parser.add_argument(
-        "--no-trim",
-        dest="trim",
-        action="store_false",
-        help="do not malloc_trim the dev process before its baseline",
+        help="stop after the scan queries (no restart, no index build)",
     )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.points, args.queries = 5000, 100
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = ".venv/bin/python -m bench.merge " + " ".join(sys.argv[1:] if argv is None else argv)
-    # a short path keeps the Postgres socket inside the data dir
-    workdir = Path(tempfile.mkdtemp(prefix="ssmerge-", dir="/tmp"))
-    log(f"working in {workdir}")
+    work = Path(tempfile.mkdtemp(prefix="ssedge-merge-", dir="/tmp"))
+    log(f"working in {work}")
     began = time.monotonic()
     try:
-        report = bench(args, workdir)
+        report = bench(args, work)
     finally:
         if args.keep:
-            log(f"kept {workdir}")
+            log(f"kept {work}")
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     report.update(
-        command=command.strip(),
+        command="python -m bench.merge " + " ".join(sys.argv[1:] if argv is None else argv),
         points_per_source=args.points,
         dim=args.dim,
-        batch_size=args.batch_size,
-        batches_per_call=args.batches_per_call,
-        sample_interval_s=args.sample_interval,
+        batch=args.batch,
+        queries_count=args.queries,
         total_s=time.monotonic() - began,
     )
-    report["ratios"] = compare(report)
+    report["evaluation"] = evaluate(report)
+    text = markdown(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
-    print(markdown(report))
-    log(f"raw numbers in {args.output}")
-    ok = all(c["ok"] for c in report["contenders"]) and report["small_merge"]["ok"]
-    return 0 if ok else 1
+    args.output.write_text(json.dumps(report, indent=1, default=str))
+    args.output.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    return 0 if report["evaluation"]["count_ok"] else 1
 
 
 if __name__ == "__main__":
