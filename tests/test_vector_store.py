@@ -89,6 +89,27 @@ async def test_scroll_pages_every_point_once_in_id_order(store: VectorStore) -> 
     assert rows.payloads[3] == {"n": 3, "group": "a", "even": False}
 
 
+async def test_copy_page_moves_every_point_once(store: VectorStore) -> None:
+    source, target = name(), name()
+    for c in (source, target):
+        await store.ensure_collection(c, DIM, "Dot")
+    written = [*points(25), StoredPoint(str(uuid.uuid4()), [0.5] * DIM, {"u": 1})]
+    await store.upsert(source, written)
+    await store.upsert(target, [StoredPoint(3, [9.0] * DIM, {"old": True})])
+    moved, offset = 0, None
+    while True:
+        n, offset = await store.copy_page(source, target, limit=7, offset=offset)
+        moved += n
+        if offset is None:
+            break
+    assert moved == 26 and await store.count(target) == 26
+    got = {p.id: p for p in await store.retrieve(target, [p.id for p in written])}
+    for p in written:
+        assert got[p.id].payload == p.payload
+        assert np.allclose(got[p.id].vector or [], p.vector or [])
+    assert await store.copy_page(name(), target, limit=5) == (0, None)  # a missing source
+
+
 async def test_retrieve_delete_and_existing_ids(store: VectorStore) -> None:
     c = name()
     await store.ensure_collection(c, DIM, "Cosine")

@@ -62,13 +62,11 @@ class PointSteps:
         read = checkpoint.read if checkpoint else 0
         resumed_from = read
         for _ in range(inp.max_batches):
-            points, offset = await self.vectors.scroll(
-                inp.source, limit=inp.batch_size, offset=offset, with_vectors=True
+            copied, offset = await self.vectors.copy_page(
+                inp.source, inp.target, limit=inp.batch_size, offset=offset
             )
-            if points:
-                await self.vectors.upsert(inp.target, points)
-                points_moved(len(points))
-            read += len(points)
+            points_moved(copied)
+            read += copied
             activity.heartbeat(CopyCheckpoint(offset=offset, read=read))
             if offset is None:
                 break

@@ -410,6 +410,22 @@ class EdgeStore(VectorStore):
 
         return await self._run(page)
 
+    async def copy_page(
+        self, source: str, target: str, *, limit: int, offset: PointId | None = None
+    ) -> tuple[int, PointId | None]:
+        def copy() -> tuple[int, PointId | None]:
+            records, nxt = self._scroll(source, limit, offset, True)
+            if records:
+                ids = [r.id for r in records]
+                batch = [
+                    qe.Point(i, r.vector, r.payload or {})
+                    for i, r in zip(ids, records, strict=True)
+                ]
+                self._write(target, ids, qe.UpdateOperation.upsert_points(batch))
+            return len(records), nxt
+
+        return await self._run(copy)
+
     def _retrieve(self, name: str, ids: Sequence[PointId], with_vectors: bool) -> list[Any]:
         with self._using(name) as shard:
             if shard is None or not ids:

@@ -196,6 +196,25 @@ class QdrantServerStore(VectorStore):
 
         return await self._run(page)
 
+    async def copy_page(
+        self, source: str, target: str, *, limit: int, offset: PointId | None = None
+    ) -> tuple[int, PointId | None]:
+        def copy() -> tuple[int, PointId | None]:
+            if not self.client.collection_exists(source):
+                return 0, None
+            records, nxt = self.client.scroll(
+                source, limit=limit, offset=offset, with_payload=True, with_vectors=True
+            )
+            if records:
+                structs = [
+                    models.PointStruct(id=r.id, vector=r.vector or [], payload=r.payload or {})
+                    for r in records
+                ]
+                self.client.upsert(target, structs, wait=True)
+            return len(records), None if nxt is None else point_id(nxt)
+
+        return await self._run(copy)
+
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
 

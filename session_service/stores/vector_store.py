@@ -136,6 +136,14 @@ class VectorStore(ABC):
         """``scroll`` with vectors, as a :class:`PointRows` built off the event loop."""
 
     @abstractmethod
+    async def copy_page(
+        self, source: str, target: str, *, limit: int, offset: PointId | None = None
+    ) -> tuple[int, PointId | None]:
+        """Scroll a page of ``source`` from ``offset`` and upsert it into ``target`` in one
+        call off the event loop, the engine's records turned into its points directly (a
+        merge's copy loop): how many points, and the next offset (None at the end)."""
+
+    @abstractmethod
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
 
