@@ -355,43 +355,82 @@ def read_header(raw: BinaryIO, limits: Limits) -> tuple[int, str, dict[str, Any]
     return _check_header(_parse(first, "line 1"))
 
 
-def validate(
-    raw: BinaryIO, limits: Limits = DEFAULT_LIMITS, stop: threading.Event | None = None
-) -> Header:
-    """Read the whole artifact once, line by line within ``limits``; return its header or
-    raise InvalidArtifact (or Stopped once ``stop`` is set)."""
-    digest = hashlib.sha256()
-    try:
-        lines = Lines(raw, limits, stop)
+class CheckedPoints:
+    """The points of an artifact, each line checked as it is read, and the whole checked
+    against the trailer (count and SHA-256) when it is reached: one pass that imports
+    and validates at once. Raises InvalidArtifact (or Stopped once ``stop`` is set).
+
+    The first ``skip`` points (imported by an earlier attempt) are hashed and counted but
+    not parsed, so a resume far into a big artifact stays quick. After the loop, the
+    attributes hold what the artifact was.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        limits: Limits = DEFAULT_LIMITS,
+        stop: threading.Event | None = None,
+        skip: int = 0,
+    ) -> None:
+        self.lines = Lines(raw, limits, stop)
+        self.skip = skip
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self.header: Header | None = None
+
+    def __iter__(self) -> Iterator[tuple[int | str, list[float], Any]]:
+        try:
+            yield from self._points()
+        except _GZIP_ERRORS as exc:
+            raise InvalidArtifact(f"truncated or corrupted gzip data: {exc}") from exc
+
+    def _points(self) -> Iterator[tuple[int | str, list[float], Any]]:
+        lines, digest = self.lines, self.digest
         first = lines.next()
         if not first:
             raise InvalidArtifact("the artifact is empty")
         size, distance, session = _check_header(_parse(first, "line 1"))
         digest.update(first)
-        count = 0
+        while self.count < self.skip and (line := lines.next()):
+            digest.update(line)
+            self.count += 1
         while line := lines.next():
             number = lines.number
             obj = _parse(line, f"line {number}")
             if "trailer" in obj:
-                trailer = obj["trailer"]
-                if not isinstance(trailer, dict):
-                    raise InvalidArtifact(f"line {number}: the trailer must be an object")
-                if lines.next():
-                    raise InvalidArtifact(f"line {number}: data follows the trailer")
-                if trailer.get("points") != count:
-                    raise InvalidArtifact(
-                        f"the trailer counts {trailer.get('points')} points; "
-                        f"the artifact holds {count}"
-                    )
-                if trailer.get("sha256") != digest.hexdigest():
-                    raise InvalidArtifact("the SHA-256 in the trailer does not match: corrupted")
-                return Header(session, size, distance, count, digest.hexdigest())
-            check_point(obj, size, f"line {number}")
+                self._check_trailer(obj["trailer"], number)
+                self.header = Header(session, size, distance, self.count, digest.hexdigest())
+                return
+            point = check_point(obj, size, f"line {number}")
             digest.update(line)
-            count += 1
-    except _GZIP_ERRORS as exc:
-        raise InvalidArtifact(f"truncated or corrupted gzip data: {exc}") from exc
-    raise InvalidArtifact("truncated: the artifact ends without its trailer line")
+            self.count += 1
+            yield point
+        raise InvalidArtifact("truncated: the artifact ends without its trailer line")
+
+    def _check_trailer(self, trailer: Any, number: int) -> None:
+        if not isinstance(trailer, dict):
+            raise InvalidArtifact(f"line {number}: the trailer must be an object")
+        if self.lines.next():
+            raise InvalidArtifact(f"line {number}: data follows the trailer")
+        if trailer.get("points") != self.count:
+            raise InvalidArtifact(
+                f"the trailer counts {trailer.get('points')} points; "
+                f"the artifact holds {self.count}"
+            )
+        if trailer.get("sha256") != self.digest.hexdigest():
+            raise InvalidArtifact("the SHA-256 in the trailer does not match: corrupted")
+
+
+def validate(
+    raw: BinaryIO, limits: Limits = DEFAULT_LIMITS, stop: threading.Event | None = None
+) -> Header:
+    """Read the whole artifact once, line by line within ``limits``; return its header or
+    raise InvalidArtifact (or Stopped once ``stop`` is set)."""
+    checked = CheckedPoints(raw, limits, stop)
+    for _ in checked:
+        pass
+    assert checked.header is not None
+    return checked.header
 
 
 def iter_points(

@@ -419,6 +419,7 @@ class ImportPointsInput(BaseModel):
     artifact_key: str
     collection: str
     batch_size: int
+    verify: bool = False  # one pass: check every line and the trailer while importing
 
 
 class FinishImportInput(BaseModel):

@@ -23,7 +23,12 @@ from temporalio import activity
 from session_service import export_format as fmt
 from session_service.activities import PointSteps, TransferSteps
 from session_service.api.app import create_app
-from session_service.operation_types import CopyInput, CopyResult, FinishImportInput
+from session_service.operation_types import (
+    CopyInput,
+    CopyResult,
+    FinishImportInput,
+    ImportPointsInput,
+)
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from tests.conftest import Factory, OpsStack
@@ -153,14 +158,14 @@ async def test_inflated_size_limit_fails_the_operation_once(
     attempts: list[int] = []
     real = limited.steps()
 
-    @activity.defn(name="validate_import")
-    async def validate_import(key: str) -> Any:
+    @activity.defn(name="import_points")
+    async def import_points(inp: ImportPointsInput) -> Any:  # the step that reads it all
         attempts.append(activity.info().attempt)
-        return await real.validate_import(key)
+        return await real.import_points(inp)
 
     c, user = limited.client, Factory.user()
     before = await runtime.vectors.collection_names()
-    async with limited.worker(validate_import):
+    async with limited.worker(import_points):
         with peak_rss() as rss:
             r = await c.post("/sessions/import", **upload(bomb, user))
     assert r.status_code == 422, r.text

@@ -4,10 +4,11 @@ heartbeated checkpoints; workflows only pass keys and counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
@@ -295,15 +296,8 @@ class TransferSteps:
                 return fmt.validate(raw, self.limits, stop)
 
         try:
-            header = await in_thread(check)
-        except fmt.InvalidArtifact as exc:
-            raise ApplicationError(
-                str(exc), type=ErrorType.invalid.value, non_retryable=True
-            ) from exc
-        except FileNotFoundError as exc:
-            raise ApplicationError(
-                "the artifact to import is gone", type=ErrorType.not_found.value, non_retryable=True
-            ) from exc
+            with _refusals():
+                header = await in_thread(check)
         finally:
             stop.set()
         return ImportHeader(
@@ -314,29 +308,53 @@ class TransferSteps:
             sha256=header.sha256,
         )
 
+    @activity.defn(name="read_import_header")
+    async def read_import_header(self, key: str) -> ImportHeader:
+        """The header line alone, checked like a ``POST /sessions`` body: enough to create
+        the session; the rest is checked while it is imported (``import_points``)."""
+        with _refusals():
+
+            def read() -> tuple[int, str, dict[str, Any]]:
+                with self.store.open_read(key) as raw:
+                    return fmt.read_header(raw, self.limits)
+
+            size, distance, session = await in_thread(read)
+        return ImportHeader(
+            session=session, vector_size=size, distance=distance, points=0, sha256=""
+        )
+
     @activity.defn(name="import_points")
     async def import_points(self, inp: ImportPointsInput) -> int:
         """Upsert the artifact's points in batches from the heartbeated count.
 
         The next batch is read and parsed on a thread while the current one is upserted
-        (Edge upserts release the GIL). Flushed once at the end: every batch is in the
-        engine's write-ahead log before its count is heartbeated.
+        (Edge upserts release the GIL). With ``verify``, that same read checks every line
+        and, at the end, the trailer's count and SHA-256 (a bad artifact fails at once,
+        and the operation's undo drops what was imported). Flushed once at the end: every
+        batch is in the engine's write-ahead log before its count is heartbeated.
         """
         details = activity.info().heartbeat_details
         done = int(details[0]) if details else 0
         raw = self.store.open_read(inp.artifact_key)
+        stop = threading.Event()
         thread = ThreadPoolExecutor(1, thread_name_prefix="import-reader")
         ahead: Future[list[StoredPoint]] | None = None
         try:
-            points = fmt.iter_points(raw, skip=done, limits=self.limits)
-            ahead = thread.submit(_take, points, inp.batch_size)
-            while batch := await beating(ahead, (done,)):
+            with _refusals():
+                points: Any = (
+                    iter(fmt.CheckedPoints(raw, self.limits, stop, skip=done))
+                    if inp.verify
+                    else fmt.iter_points(raw, skip=done, limits=self.limits)
+                )
                 ahead = thread.submit(_take, points, inp.batch_size)
-                await self.vectors.upsert(inp.collection, batch)
-                done += len(batch)
-                points_moved(len(batch))
-                activity.heartbeat(done)
+                while batch := await beating(ahead, (done,)):
+                    ahead = thread.submit(_take, points, inp.batch_size)
+                    await self.vectors.upsert(inp.collection, batch)
+                    done += len(batch)
+                    points_moved(len(batch))
+                    activity.heartbeat(done)
         finally:
+            stop.set()
             await settle(ahead)  # the reader thread holds the file
             thread.shutdown(wait=False)
             raw.close()
@@ -360,10 +378,24 @@ class TransferSteps:
             self.discard_export,
             self.write_export,
             self.validate_import,
+            self.read_import_header,
             self.import_points,
             self.finish_import,
             self.delete_artifact,
         ]
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A bad or missing artifact fails its operation at once (no retries): 422 or 404."""
+    try:
+        yield
+    except fmt.InvalidArtifact as exc:
+        raise ApplicationError(str(exc), type=ErrorType.invalid.value, non_retryable=True) from exc
+    except FileNotFoundError as exc:
+        raise ApplicationError(
+            "the artifact to import is gone", type=ErrorType.not_found.value, non_retryable=True
+        ) from exc
 
 
 def _take(points: Any, n: int) -> list[StoredPoint]:

@@ -38,8 +38,18 @@ class ImportWorkflow(SagaWorkflow):
         try:
             if inp.staged:  # the staging file goes, whatever happens (undone last)
                 saga.push("delete_artifact", inp.artifact_key)
-            saga.phase("validating")
-            header = await saga.step("validate_import", inp.artifact_key, ImportHeader, long=True)
+            # one pass over the artifact: the header first, every line and the trailer while
+            # the points are imported (a bad one fails the import, whose undo drops the
+            # session); before this patch, a whole validation pass came first
+            one_pass = workflow.patched("single-pass-import")
+            if one_pass:
+                saga.phase("reading the header")
+                header = await saga.step("read_import_header", inp.artifact_key, ImportHeader)
+            else:
+                saga.phase("validating")
+                header = await saga.step(
+                    "validate_import", inp.artifact_key, ImportHeader, long=True
+                )
             saga.progress.points_total = header.points
             original = header.session
             config = dict(original.get("configuration") or {})
@@ -71,11 +81,13 @@ class ImportWorkflow(SagaWorkflow):
                     artifact_key=inp.artifact_key,
                     collection=collection_name_for(inp.session_id),
                     batch_size=inp.options.batch_size,
+                    verify=one_pass,
                 ),
                 int,
                 long=True,
             )
             saga.progress.points_done = done
+            saga.progress.points_total = max(saga.progress.points_total, done)
             saga.phase("finishing")
             result = await saga.step(
                 "finish_import",
