@@ -26,6 +26,7 @@ MAX_QUERY_LIMIT = 100
 MAX_FILTER_DEPTH = 8
 MAX_FILTER_CONDITIONS = 256
 MAX_MATCH_ANY = 1000
+MAX_HNSW_EF = 4096
 
 Key = Annotated[str, Field(min_length=1, max_length=256)]
 Keyword = Annotated[str, Field(max_length=1024)]
@@ -125,6 +126,14 @@ def _measure(f: QueryFilter) -> tuple[int, int]:
     return depth, count
 
 
+class SearchParams(_Strict):
+    """Qdrant's search ``params``: ``hnsw_ef`` (how wide the index search looks: higher is
+    more exact and slower) or ``exact`` (scan every point, ignoring the index)."""
+
+    hnsw_ef: StrictInt | None = Field(default=None, ge=1, le=MAX_HNSW_EF)
+    exact: bool = False
+
+
 class PointQuery(_Strict):
     vector: Annotated[
         list[StrictFloat | StrictInt], Field(min_length=1, max_length=MAX_VECTOR_SIZE)
@@ -134,6 +143,7 @@ class PointQuery(_Strict):
     score_threshold: StrictFloat | StrictInt | None = None
     with_payload: bool = True
     with_vectors: bool = False
+    params: SearchParams | None = None
 
     @model_validator(mode="after")
     def _finite_numbers(self) -> Self:
@@ -164,4 +174,5 @@ __all__ = [
     "QueryResult",
     "Range",
     "ScoredPointOut",
+    "SearchParams",
 ]

@@ -88,6 +88,8 @@ async def test_filters_limit_and_options(client: httpx.AsyncClient, make: Factor
         ({"vector": [1.0] * (DIM - 1)}, "vector_size is 16"),
         ({"vector": [1.0] * (DIM - 1) + [float("nan")]}, "finite"),
         ({"score_threshold": "high"}, "score_threshold"),
+        ({"params": {"hnsw_ef": 0}}, "hnsw_ef"),
+        ({"params": {"quantization": {}}}, "quantization"),
         ({"filter": {"must": [{"key": "k\u0000", "match": {"value": "x"}}]}}, "NUL"),
         ({"filter": {"must": [{"key": "k", "match": {"value": 2**64}}]}}, "out of range"),
     ],

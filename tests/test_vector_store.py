@@ -389,3 +389,29 @@ async def test_edge_index_build_keeps_the_collection_config(edge: EdgeStore) -> 
     before = (edge.root / c / "edge_config.json").read_text()
     assert (await edge.build_index(c)).built
     assert (edge.root / c / "edge_config.json").read_text() == before
+
+
+@pytest.mark.filterwarnings("ignore:Local mode performs exact")  # the server stand-in scans
+async def test_query_params_exact_and_hnsw_ef(store: VectorStore) -> None:
+    """``exact`` ranks like brute force whatever the index; ``hnsw_ef`` is accepted (on Edge,
+    after the index is built, it widens the search)."""
+    c = name()
+    dim = 32
+    await store.ensure_collection(c, dim, "Cosine")
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((3000, dim)).astype(np.float32)
+    await store.upsert(c, [StoredPoint(i, v.tolist(), {}) for i, v in enumerate(vectors)])
+    await store.build_index(c)
+    hits = 0
+    for _ in range(20):
+        q = rng.standard_normal(dim).astype(np.float32)
+        expected = brute_force(vectors, q, "Cosine")[:10]
+        exact = await store.query(
+            c, PointQuery.model_validate({"vector": q.tolist(), "params": {"exact": True}})
+        )
+        assert [p.id for p in exact] == expected
+        wide = await store.query(
+            c, PointQuery.model_validate({"vector": q.tolist(), "params": {"hnsw_ef": 512}})
+        )
+        hits += len({p.id for p in wide} & set(expected))
+    assert hits / 200 >= 0.9

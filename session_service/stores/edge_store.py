@@ -472,6 +472,11 @@ class EdgeStore(VectorStore):
             score_threshold=None if query.score_threshold is None else float(query.score_threshold),
             with_payload=query.with_payload,
             with_vector=query.with_vectors,
+            params=(
+                qe.SearchParams(hnsw_ef=query.params.hnsw_ef, exact=query.params.exact)
+                if query.params
+                else None
+            ),
         )
 
         def search() -> list[ScoredPointOut]:

@@ -267,6 +267,11 @@ class QdrantServerStore(VectorStore):
                 score_threshold=query.score_threshold,
                 with_payload=query.with_payload,
                 with_vectors=query.with_vectors,
+                search_params=(
+                    models.SearchParams(hnsw_ef=query.params.hnsw_ef, exact=query.params.exact)
+                    if query.params
+                    else None
+                ),
             ).points
             return [
                 ScoredPointOut(
