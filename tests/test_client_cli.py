@@ -83,7 +83,7 @@ async def test_client_errors_and_retries() -> None:
 async def test_merge_source_validation_reaches_the_client(client_for: SessionClient) -> None:
     with pytest.raises(ApiError) as err:
         await client_for.merge(MergeRequest(source_session_ids=["x", "x"]))
-    assert err.value.status == 422
+    assert err.value.status == 400  # fewer than two sessions (API.md F)
     await client_for.close()
 
 
