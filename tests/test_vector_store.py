@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,23 @@ async def test_copy_page_moves_every_point_once(store: VectorStore) -> None:
         assert got[p.id].payload == p.payload
         assert np.allclose(got[p.id].vector or [], p.vector or [])
     assert await store.copy_page(name(), target, limit=5) == (0, None)  # a missing source
+
+
+async def test_upsert_from_takes_batches_until_the_iterator_ends(store: VectorStore) -> None:
+    c = name()
+    await store.ensure_collection(c, DIM, "Dot")
+    source = iter([(p.id, p.vector or [], p.payload or {}) for p in points(25)])
+    sizes = []
+    while n := await store.upsert_from(c, source, 10):
+        sizes.append(n)
+    assert sizes == [10, 10, 5] and await store.count(c) == 25
+
+    def broken() -> Iterator[tuple[int, list[float], dict[str, object]]]:
+        yield 100, [1.0] * DIM, {}
+        raise ValueError("line 2: not JSON")
+
+    with pytest.raises(ValueError, match="line 2"):
+        await store.upsert_from(c, broken(), 10)
 
 
 async def test_retrieve_delete_and_existing_ids(store: VectorStore) -> None:

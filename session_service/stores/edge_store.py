@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ from session_service.stores.vector_store import (
     IndexReport,
     PointId,
     PointRows,
+    PointTuple,
     StoredPoint,
     VectorStore,
     point_id,
@@ -425,6 +427,19 @@ class EdgeStore(VectorStore):
             return len(records), nxt
 
         return await self._run(copy)
+
+    async def upsert_from(self, name: str, points: Iterator[PointTuple], limit: int) -> int:
+        def take() -> int:
+            ids: list[PointId] = []
+            batch = []
+            for i, v, p in itertools.islice(points, limit):
+                ids.append(i)
+                batch.append(qe.Point(i, v, p or {}))
+            if batch:
+                self._write(name, ids, qe.UpdateOperation.upsert_points(batch))
+            return len(batch)
+
+        return await self._run(take)
 
     def _retrieve(self, name: str, ids: Sequence[PointId], with_vectors: bool) -> list[Any]:
         with self._using(name) as shard:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from session_service.stores.vector_store import (
     IndexReport,
     PointId,
     PointRows,
+    PointTuple,
     StoredPoint,
     VectorStore,
     point_id,
@@ -214,6 +216,18 @@ class QdrantServerStore(VectorStore):
             return len(records), None if nxt is None else point_id(nxt)
 
         return await self._run(copy)
+
+    async def upsert_from(self, name: str, points: Iterator[PointTuple], limit: int) -> int:
+        def take() -> int:
+            structs = [
+                models.PointStruct(id=i, vector=v, payload=p or {})
+                for i, v, p in itertools.islice(points, limit)
+            ]
+            if structs:
+                self.client.upsert(name, structs, wait=True)
+            return len(structs)
+
+        return await self._run(take)
 
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""

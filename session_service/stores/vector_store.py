@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from session_service.settings import Settings
 
 PointId = int | str
+PointTuple = tuple[PointId, list[float], dict[str, Any]]  # id, vector, payload
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,13 @@ class VectorStore(ABC):
         merge's copy loop): how many points, and the next offset (None at the end)."""
 
     @abstractmethod
+    async def upsert_from(self, name: str, points: Iterator[PointTuple], limit: int) -> int:
+        """Take up to ``limit`` points from ``points`` and upsert them, reading and writing
+        in one call off the event loop (an import's loop: parsing a line and building the
+        engine's point both hold the GIL, so a second thread would only contend for it).
+        Returns how many; 0 when ``points`` is exhausted. What ``points`` raises passes."""
+
+    @abstractmethod
     async def delete_points(self, name: str, ids: Sequence[PointId]) -> int:
         """Delete the points that exist; return how many did."""
 
@@ -207,6 +215,7 @@ __all__ = [
     "IndexReport",
     "PointId",
     "PointRows",
+    "PointTuple",
     "StoredPoint",
     "VectorStore",
     "collection_name_for",
