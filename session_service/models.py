@@ -55,6 +55,14 @@ class Distance(StrEnum):
     manhattan = "Manhattan"
 
 
+class Storage(StrEnum):
+    """Where a session's points are (API.md section G): in the vector engine, or moved out
+    into an artifact until their first use."""
+
+    live = "live"
+    offloaded = "offloaded"
+
+
 class Permission(StrEnum):
     read = "read"
     write = "write"
@@ -217,6 +225,17 @@ class SessionModel(BaseModel):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     version: int = 1
+    storage: Storage = Storage.live
+
+
+class ArtifactRef(BaseModel):
+    """The artifact that holds an offloaded session's points, as verified when written."""
+
+    key: str
+    points: int
+    sha256: str
+    size_bytes: int = 0
+    offloaded_at: datetime | None = None
 
 
 class SessionRecord(SessionModel):
@@ -224,9 +243,12 @@ class SessionRecord(SessionModel):
 
     permissions: dict[str, list[Permission]] = Field(default_factory=dict)
     locked_by: str | None = None
+    artifact: ArtifactRef | None = None
 
     def public(self) -> SessionModel:
-        return SessionModel.model_validate(self.model_dump(exclude={"permissions", "locked_by"}))
+        return SessionModel.model_validate(
+            self.model_dump(exclude={"permissions", "locked_by", "artifact"})
+        )
 
 
 _CHECKED_BODY: ContextVar[bool] = ContextVar("checked_body", default=False)
@@ -300,6 +322,8 @@ class RetentionPolicy(StrictBody):
     max_sessions_per_user: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     auto_archive_inactive_days: StrictInt | None = Field(default=30, ge=0, le=36500)
     auto_delete_archived_days: StrictInt | None = Field(default=90, ge=0, le=36500)
+    # cold sessions (section G): archived sessions inactive this long are offloaded
+    offload_archived_after_days: StrictInt | None = Field(default=None, ge=1, le=36500)
     schedule: str = Field(default="0 3 * * *", max_length=100)
     enabled: bool = True
 
@@ -374,6 +398,11 @@ class CollectionInfo(BaseModel):
     points_count: int
     vector_size: int | None = None
     distance: str | None = None
+    # cold sessions (section G): set only for an offloaded session, whose points_count is
+    # the artifact's
+    offloaded: bool = False
+    artifact_points: int | None = None
+    artifact_size_bytes: int | None = None
 
 
 class Message(BaseModel):

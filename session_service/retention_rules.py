@@ -28,6 +28,7 @@ class Candidate:
     locked_by: str | None
     owner_rank: int | None  # rank among the owner's active sessions, newest first
     archived_by_this_run: bool = False
+    storage: str = "live"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from session_service.errors import Conflict, Locked, NotFound, PreconditionFailed, Unprocessable
 from session_service.models import (
+    ArtifactRef,
     ModelType,
     ModelUsage,
     Permission,
@@ -27,6 +28,7 @@ from session_service.models import (
     SessionConfiguration,
     SessionRecord,
     SessionStatus,
+    Storage,
 )
 from session_service.retention_rules import Candidate
 
@@ -92,7 +94,24 @@ def _record(row: asyncpg.Record) -> SessionRecord:
         version=row["version"],
         permissions={k: [Permission(p) for p in v] for k, v in row["permissions"].items()},
         locked_by=row["locked_by"],
+        storage=Storage(row["storage"]),
+        artifact=(
+            None
+            if row["artifact_key"] is None
+            else ArtifactRef(
+                key=row["artifact_key"],
+                points=row["artifact_points"],
+                sha256=row["artifact_sha256"],
+                size_bytes=row["artifact_size_bytes"] or 0,
+                offloaded_at=row["offloaded_at"],
+            )
+        ),
     )
+
+
+# Cold-session operations (offload, reload) move a session's points, not its counters:
+# stats and model-usage writes go through while they hold it (API.md section G).
+_STORAGE_HOLDERS = "(locked_by IS NULL OR locked_by LIKE 'offload-%' OR locked_by LIKE 'reload-%')"
 
 
 def _uuid(session_id: str) -> uuid.UUID:
@@ -248,8 +267,10 @@ class SessionRepository:
         if_version: int | None = None,
         conn: Conn | None = None,
         changes: int = 1,
+        storage_ops_ok: bool = False,
     ) -> None:
-        """Run ``UPDATE sessions SET <assignments>`` on an unlocked session.
+        """Run ``UPDATE sessions SET <assignments>`` on an unlocked session (or, with
+        ``storage_ops_ok``, one held only by an offload or a reload).
 
         ``$1`` is the session id; ``args`` continue from ``$2``. Every change
         bumps ``version`` (the ETag; by ``changes`` when one UPDATE carries
@@ -259,7 +280,8 @@ class SessionRepository:
         all_args: list[Any] = [sid, *args, changes]
         sql = (
             f"UPDATE sessions SET {assignments}, version = version + ${len(all_args)}::int, "
-            "updated_at = now() WHERE id = $1 AND locked_by IS NULL"
+            "updated_at = now() WHERE id = $1 AND "
+            + (_STORAGE_HOLDERS if storage_ops_ok else "locked_by IS NULL")
         )
         if if_version is not None:
             all_args.append(if_version)
@@ -336,7 +358,9 @@ class SessionRepository:
             " || jsonb_build_object('last_stats_update', to_jsonb(now()))"
         )
         parts.append("last_processing_time = now()")
-        await self._mutate(session_id, ", ".join(parts), args, changes=requests)
+        await self._mutate(
+            session_id, ", ".join(parts), args, changes=requests, storage_ops_ok=True
+        )
 
     async def record_model_usage(
         self, session_id: str, model_type: ModelType, model_name: str
@@ -348,6 +372,7 @@ class SessionRepository:
             f"ELSE array_append({column}, $2) END, "
             "model_switches = model_switches + 1, last_model_switch = now()",
             [model_name],
+            storage_ops_ok=True,
         )
 
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
@@ -474,6 +499,7 @@ class SessionRepository:
         *,
         same_vectors: bool = False,
         allow_deleted: bool = False,
+        need_live: bool = False,
     ) -> list[SessionRecord]:
         """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op."""
         ids = [_uuid(s) for s in session_ids]
@@ -494,6 +520,8 @@ class SessionRepository:
             for r in records:
                 if r.status is SessionStatus.deleted and not allow_deleted:
                     raise Conflict(f"session {r.id} is deleted; restore it first")
+                if need_live and r.storage is Storage.offloaded:
+                    raise Conflict(f"session {r.id} was offloaded again; retry the operation")
             if same_vectors:
                 params = {(r.configuration.vector_size, r.configuration.distance) for r in records}
                 if len(params) > 1:
@@ -706,7 +734,7 @@ class SessionRepository:
         active sessions (newest ``updated_at`` first) and whether this run archived it."""
         rows = await self.pool.fetch(
             """WITH page AS (
-                   SELECT id, status, owner_id, created_at, updated_at, locked_by
+                   SELECT id, status, owner_id, created_at, updated_at, locked_by, storage
                    FROM sessions WHERE ($1::uuid IS NULL OR id > $1::uuid)
                    ORDER BY id LIMIT $2),
                ranked AS (
@@ -734,6 +762,7 @@ class SessionRepository:
                 locked_by=r["locked_by"],
                 owner_rank=r["rank"],
                 archived_by_this_run=r["archived_by_this_run"],
+                storage=r["storage"],
             )
             for r in rows
         ]
@@ -788,6 +817,49 @@ class SessionRepository:
         await self.pool.execute(
             "DELETE FROM retention_archived WHERE operation_id = $1", operation_id
         )
+
+    # cold sessions (API.md section G)
+
+    async def mark_offloaded(self, operation_id: str, session_id: str, ref: ArtifactRef) -> None:
+        """Record the verified artifact and mark the session offloaded, while
+        ``operation_id`` holds it (a repeat changes nothing)."""
+        await self.pool.execute(
+            """UPDATE sessions SET storage = 'offloaded', artifact_key = $3,
+                   artifact_points = $4, artifact_sha256 = $5, artifact_size_bytes = $6,
+                   offloaded_at = COALESCE(offloaded_at, now())
+               WHERE id = $1 AND locked_by = $2""",
+            _uuid(session_id),
+            operation_id,
+            ref.key,
+            ref.points,
+            ref.sha256,
+            ref.size_bytes,
+        )
+
+    async def mark_live(self, operation_id: str, session_id: str, *, release: bool) -> None:
+        """The session's points are in its live collection again: forget the artifact
+        (the undo of an offload's mark, and a reload's commit, which also releases the
+        session in the same statement). Only while ``operation_id`` holds it."""
+        await self.pool.execute(
+            """UPDATE sessions SET storage = 'live', artifact_key = NULL,
+                   artifact_points = NULL, artifact_sha256 = NULL, artifact_size_bytes = NULL,
+                   offloaded_at = NULL,
+                   locked_by = CASE WHEN $3 THEN NULL ELSE locked_by END
+               WHERE id = $1 AND locked_by = $2""",
+            _uuid(session_id),
+            operation_id,
+            release,
+        )
+
+    async def offloaded(self, limit: int, after_id: str | None = None) -> list[SessionRecord]:
+        """Offloaded sessions in id order (the operator's listing), ``limit`` after ``after_id``."""
+        rows = await self.pool.fetch(
+            _SELECT + " WHERE s.storage = 'offloaded' AND ($1::uuid IS NULL OR s.id > $1::uuid)"
+            " ORDER BY s.id LIMIT $2",
+            None if after_id is None else _uuid(after_id),
+            limit,
+        )
+        return [_record(r) for r in rows]
 
     # exports
 
