@@ -78,3 +78,17 @@ class UnsupportedMediaType(ServiceError):
     status = 415
     title = "Unsupported Media Type"
     type_suffix = "unsupported-media-type"
+
+
+class Offloaded(Conflict):
+    """The request needs the points of an offloaded session (API.md section G): the API
+    reloads the session first and asks again; 409 only if nothing did."""
+
+    type_suffix = "offloaded"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id} is offloaded; its points come back with a reload "
+            f"(POST /sessions/{session_id}/reload)"
+        )
+        self.session_id = session_id

@@ -25,6 +25,8 @@ class OperationKind(StrEnum):
     IMPORT = "import"
     EXPORT = "export"
     CLEANUP = "cleanup"
+    OFFLOAD = "offload"
+    RELOAD = "reload"
 
 
 class ErrorType(StrEnum):
@@ -84,6 +86,7 @@ class LockInput(BaseModel):
     session_ids: list[str]
     same_vectors: bool = False
     allow_deleted: bool = False
+    need_live: bool = False  # refuse an offloaded session (its points are not there)
 
 
 class LockResult(BaseModel):
@@ -296,6 +299,7 @@ class RetentionRules(BaseModel):
     max_sessions_per_user: int | None = None
     auto_archive_inactive_days: int | None = 30
     auto_delete_archived_days: int | None = 90
+    offload_archived_after_days: int | None = None
 
 
 class RetentionTotals(BaseModel):
@@ -304,8 +308,10 @@ class RetentionTotals(BaseModel):
     deleted: int = 0
     skipped_locked: int = 0
     failed: int = 0
+    offloaded: int = 0
     archived_ids: list[str] = Field(default_factory=list)
     deleted_ids: list[str] = Field(default_factory=list)
+    offloaded_ids: list[str] = Field(default_factory=list)
     failures: list[dict[str, str]] = Field(default_factory=list)
 
 
@@ -341,6 +347,8 @@ class EvaluateResult(BaseModel):
     delete: list[str] = Field(default_factory=list)
     locked_archive: list[str] = Field(default_factory=list)
     locked_delete: list[str] = Field(default_factory=list)
+    offload: list[str] = Field(default_factory=list)
+    locked_offload: list[str] = Field(default_factory=list)
 
 
 class ArchiveInput(BaseModel):
@@ -427,6 +435,86 @@ class FinishImportInput(BaseModel):
     session_id: str
     processing_stats: dict[str, Any] = Field(default_factory=dict)
     model_usage: dict[str, Any] = Field(default_factory=dict)
+
+
+# cold sessions (API.md section G)
+
+
+class OffloadInput(BaseModel):
+    session_id: str
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class ReloadInput(BaseModel):
+    session_id: str
+    keep_artifact: bool = False  # OFFLOAD_KEEP_ARTIFACT_AFTER_RELOAD
+    options: StepOptions = Field(default_factory=StepOptions)
+
+
+class OffloadLockResult(BaseModel):
+    """The session an offload or reload now holds, and its artifact when offloaded."""
+
+    session_id: str
+    collection: str
+    storage: str
+    vector_size: int = 384
+    distance: str = "Cosine"
+    artifact_key: str | None = None
+    artifact_points: int = 0
+    artifact_sha256: str | None = None
+
+
+class WriteOffloadInput(BaseModel):
+    session_id: str
+    artifact_key: str
+    batch_size: int
+
+
+class ArtifactCheck(BaseModel):
+    """An artifact as read back: its key, count, content SHA-256 and size on disk."""
+
+    key: str
+    points: int
+    sha256: str
+    size_bytes: int
+
+
+class VerifyOffloadInput(BaseModel):
+    collection: str
+    written: ArtifactCheck
+
+
+class MarkOffloadedInput(BaseModel):
+    operation_id: str
+    session_id: str
+    artifact: ArtifactCheck
+
+
+class MarkLiveInput(BaseModel):
+    operation_id: str
+    session_id: str
+    release: bool = False
+
+
+class VerifyReloadInput(BaseModel):
+    collection: str
+    points: int
+
+
+class ColdResult(BaseModel):
+    """The final body of an offload or a reload."""
+
+    message: str
+    session_id: str
+    storage: str
+    points: int
+    size_bytes: int = 0
+    sha256: str | None = None
+
+
+class EnsureLiveInput(BaseModel):
+    session_ids: list[str]
+    options: StepOptions = Field(default_factory=StepOptions)
 
 
 # search index follow-up (after merge, split and import)

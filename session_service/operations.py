@@ -57,10 +57,12 @@ from session_service.models import (
     OperationStatus,
     Permission,
     SessionModel,
+    SessionRecord,
     SessionStatus,
     SplitRequest,
 )
 from session_service.operation_types import (
+    ColdResult,
     DeleteInput,
     DeleteResult,
     ExportResult,
@@ -89,6 +91,8 @@ WORKFLOWS = {
     OperationKind.CLEANUP: ("RetentionWorkflow", RetentionResult),
     OperationKind.EXPORT: ("ExportWorkflow", ExportResult),
     OperationKind.IMPORT: ("ImportWorkflow", SessionModel),
+    OperationKind.OFFLOAD: ("OffloadWorkflow", ColdResult),
+    OperationKind.RELOAD: ("ReloadWorkflow", ColdResult),
 }
 _STATUS = {
     WorkflowExecutionStatus.RUNNING: OperationStatus.running,
@@ -103,6 +107,8 @@ _CANCEL_NEEDS = {
     OperationKind.SPLIT: Permission.admin,
     OperationKind.DELETE: Permission.admin,
     OperationKind.EXPORT: Permission.read,
+    OperationKind.OFFLOAD: Permission.admin,
+    OperationKind.RELOAD: Permission.admin,
 }
 # Temporal refuses a search attribute value over 2,048 bytes (about 52 full ids).
 _SEARCH_ATTRIBUTE_BUDGET = 1800
@@ -150,6 +156,11 @@ def _check_carried_metadata(what: str, metadata: dict[str, Any]) -> None:
             f"{what} would carry {size} bytes of metadata (the source's with the request's); "
             f"the limit is {MAX_METADATA_BYTES}: send less metadata"
         )
+
+
+def _reloading(session: SessionRecord) -> bool:
+    """Held by its own reload (section G): a merge or split joins it (its first step)."""
+    return session.locked_by == f"reload-{uuid.UUID(session.id).hex}"
 
 
 def compact_id(session_id: str) -> str:
@@ -341,7 +352,7 @@ class OperationService:
         needed = Permission.admin if body.archive_sources else Permission.write
         sources = [await self.sessions.load(actor, sid, needed) for sid in ids]
         for s in sources:
-            if s.locked_by is not None:
+            if s.locked_by is not None and not _reloading(s):
                 raise Locked(s.id, s.locked_by)
             if s.status is SessionStatus.deleted:
                 raise Conflict(f"session {s.id} is deleted; restore it before merging")
@@ -394,7 +405,7 @@ class OperationService:
         if digest is not None and await self._known(workflow_id):
             return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
         source = await self.sessions.load(actor, session_id, Permission.admin)
-        if source.locked_by is not None:
+        if source.locked_by is not None and not _reloading(source):
             raise Locked(source.id, source.locked_by)
         if source.status is SessionStatus.deleted:
             raise Conflict(f"session {source.id} is deleted; restore it before splitting")

@@ -11,6 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, TelemetryConfig
 from temporalio.runtime import Runtime as TemporalRuntime
 
+from session_service.cold import ColdService
 from session_service.operations import OperationService
 from session_service.retention import RetentionService
 from session_service.sessions import SessionService
@@ -42,6 +43,7 @@ class Runtime:
     retention: RetentionService = field(init=False)
     artifacts: DirectoryStore = field(init=False)
     transfers: TransferService = field(init=False)
+    cold: ColdService = field(init=False)
 
     def __post_init__(self) -> None:
         self.artifacts = DirectoryStore(self.settings.artifact_dir)
@@ -49,6 +51,7 @@ class Runtime:
         self.sessions = SessionService(self.repo, self.vectors)
         self.operations = OperationService(self.temporal, self.settings, self.sessions)
         self.transfers = TransferService(self.sessions, self.operations, self.artifacts)
+        self.cold = ColdService(self.sessions, self.operations)
         self.retention = RetentionService(self.temporal, self.settings, self.repo, self.operations)
 
     @classmethod

@@ -16,7 +16,14 @@ from typing import Any
 
 from session_service.access import Actor, require
 from session_service.coalescing import StatsCoalescer
-from session_service.errors import BadRequest, Conflict, Forbidden, Locked, Unprocessable
+from session_service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Locked,
+    Offloaded,
+    Unprocessable,
+)
 from session_service.models import (
     CollectionInfo,
     ModelType,
@@ -30,6 +37,7 @@ from session_service.models import (
     SessionStatus,
     SessionUpdate,
     StatsUpdate,
+    Storage,
 )
 from session_service.point_query import PointQuery, QueryResult
 from session_service.stores.repository import PageCursor, SessionFilter, SessionRepository
@@ -202,25 +210,31 @@ class SessionService:
 
     async def stats(self, actor: Actor, session_id: str) -> dict[str, Any]:
         session = await self.load(actor, session_id, Permission.read)
-        params = await self.vectors.collection_params(session.qdrant_collection_name)
         now = datetime.now(UTC)
         return {
             "session_id": session.id,
             "session_stats": session.processing_stats.model_dump(mode="json"),
             "model_usage": session.model_usage_history.model_dump(mode="json"),
-            "collection_stats": {
-                "collection_name": session.qdrant_collection_name,
-                "exists": params is not None,
-                "points_count": params.points_count if params else 0,
-                "vector_size": params.vector_size if params else None,
-                "distance": params.distance if params else None,
-            },
+            "collection_stats": await self._collection_stats(session),
             "session_age_days": (now - session.created_at).days,
             "last_activity": session.updated_at.isoformat(),
             "collaboration_info": {
                 "is_shared": bool(session.shared_with),
                 "collaborator_count": len(session.shared_with),
             },
+        }
+
+    async def _collection_stats(self, session: SessionRecord) -> dict[str, Any]:
+        if session.storage is Storage.offloaded:
+            info = await self._collection_info(session)
+            return {"collection_name": info.name, **info.model_dump(exclude={"name"})}
+        params = await self.vectors.collection_params(session.qdrant_collection_name)
+        return {
+            "collection_name": session.qdrant_collection_name,
+            "exists": params is not None,
+            "points_count": params.points_count if params else 0,
+            "vector_size": params.vector_size if params else None,
+            "distance": params.distance if params else None,
         }
 
     async def compare(self, actor: Actor, session_ids: Sequence[str]) -> dict[str, Any]:
@@ -265,7 +279,8 @@ class SessionService:
 
     async def upsert_points(self, actor: Actor, session_id: str, points: list[PointIn]) -> int:
         session = await self.load(actor, session_id, Permission.write)
-        self._writable(session)
+        self._writable(session, joining_reload=True)
+        self._live(session)
         size = session.configuration.vector_size
         for i, p in enumerate(points):
             if len(p.vector) != size:
@@ -297,6 +312,7 @@ class SessionService:
         with_vectors: bool,
     ) -> PointsPage:
         session = await self.load(actor, session_id, Permission.read)
+        await self._readable(session)
         if await self.vectors.collection_params(session.qdrant_collection_name) is None:
             return PointsPage(points=[], next_offset=None)
         points, nxt = await self.vectors.scroll(
@@ -309,7 +325,8 @@ class SessionService:
 
     async def delete_points(self, actor: Actor, session_id: str, ids: Sequence[int | str]) -> int:
         session = await self.load(actor, session_id, Permission.write)
-        self._writable(session)
+        self._writable(session, joining_reload=True)
+        self._live(session)
         if await self.vectors.collection_params(session.qdrant_collection_name) is None:
             return 0
         n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
@@ -319,6 +336,7 @@ class SessionService:
     async def query_points(self, actor: Actor, session_id: str, query: PointQuery) -> QueryResult:
         session = await self.load(actor, session_id, Permission.read)
         size = session.configuration.vector_size
+        await self._readable(session)
         if len(query.vector) != size:
             raise Unprocessable(
                 f"vector has {len(query.vector)} values; this session's vector_size is {size}"
@@ -327,16 +345,54 @@ class SessionService:
 
     async def collection(self, actor: Actor, session_id: str) -> CollectionInfo:
         session = await self.load(actor, session_id, Permission.read)
+        return await self._collection_info(session)
+
+    async def _collection_info(self, session: SessionRecord) -> CollectionInfo:
+        """The live collection's figures; for an offloaded session, the artifact's count,
+        without bringing the points back (a metadata read never waits)."""
+        config = session.configuration
+        if session.storage is Storage.offloaded and session.artifact is not None:
+            return CollectionInfo(
+                name=session.qdrant_collection_name,
+                exists=False,
+                points_count=session.artifact.points,
+                vector_size=config.vector_size,
+                distance=config.distance.value,
+                offloaded=True,
+                artifact_points=session.artifact.points,
+                artifact_size_bytes=session.artifact.size_bytes,
+            )
         params = await self.vectors.collection_params(session.qdrant_collection_name)
         return CollectionInfo(
             name=session.qdrant_collection_name,
             exists=params is not None,
             points_count=params.points_count if params else 0,
-            vector_size=params.vector_size if params else session.configuration.vector_size,
-            distance=params.distance if params else session.configuration.distance.value,
+            vector_size=params.vector_size if params else config.vector_size,
+            distance=params.distance if params else config.distance.value,
         )
 
     @staticmethod
-    def _writable(session: SessionRecord) -> None:
-        if session.locked_by is not None:
-            raise Locked(session.id, session.locked_by)
+    def _live(session: SessionRecord) -> None:
+        """Requests that need the points of an offloaded session bring them back first."""
+        if session.storage is Storage.offloaded:
+            raise Offloaded(session.id)
+
+    async def _readable(self, session: SessionRecord) -> None:
+        """Reads see the points until an offload drops them: between its mark and its drop
+        the collection is still whole (the offload holds the session: nobody writes)."""
+        if session.storage is not Storage.offloaded:
+            return
+        holder = session.locked_by or ""
+        if holder.startswith("offload-") and await self.vectors.exists(
+            session.qdrant_collection_name
+        ):
+            return
+        raise Offloaded(session.id)
+
+    @staticmethod
+    def _writable(session: SessionRecord, *, joining_reload: bool = False) -> None:
+        """409 while an operation holds the session; a write that brings an offloaded
+        session back may find it held by the session's own reload, which it joins."""
+        holder = session.locked_by
+        if holder is not None and not (joining_reload and holder.startswith("reload-")):
+            raise Locked(session.id, holder)

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     pg_pool_min: int = 2
     pg_pool_max: int = 20
 
+    # cold sessions (API.md section G)
+    offload_keep_artifact_after_reload: bool = Field(
+        default=False,
+        description="keep an offloaded session's artifact after it is reloaded (it is "
+        "deleted by default: the live collection holds the points again)",
+    )
+
     @field_validator("session_api_keys")
     @classmethod
     def _no_placeholder_keys(cls, value: str | None) -> str | None:

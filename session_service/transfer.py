@@ -19,9 +19,10 @@ from session_service.errors import (
     ContentTooLarge,
     Forbidden,
     NotFound,
+    Offloaded,
     Unprocessable,
 )
-from session_service.models import Permission
+from session_service.models import Permission, Storage
 from session_service.operation_types import ExportInput, ImportInput, OperationKind
 from session_service.operations import OperationService, Started
 from session_service.sessions import SessionService
@@ -71,6 +72,8 @@ class TransferService:
         self, actor: Actor, session_id: str, include_data: bool
     ) -> AsyncIterator[bytes]:
         session = await self.sessions.load(actor, session_id, Permission.read)
+        if include_data and session.storage is Storage.offloaded:
+            raise Offloaded(session.id)
         public = session.public()
         head = (
             b'{"session":'
@@ -111,6 +114,8 @@ class TransferService:
 
     async def start_export(self, actor: Actor, session_id: str, key: str | None) -> Started:
         session = await self.sessions.load(actor, session_id, Permission.read)
+        if session.storage is Storage.offloaded:
+            raise Offloaded(session.id)
         arg = ExportInput(
             session_id=session.id,
             export_id=str(uuid.uuid4()),

@@ -16,6 +16,7 @@ from temporalio.worker import (
 
 from session_service import logs, schedule
 from session_service.activities import (
+    ColdSteps,
     IndexSteps,
     PointSteps,
     RetentionSteps,
@@ -105,13 +106,16 @@ def activities(
     import_limits: Limits = DEFAULT_LIMITS,
     *,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
+    keep_artifact: bool = False,
 ) -> list[Callable[..., Any]]:
+    transfer = TransferSteps(repo, vectors, store, import_limits)
     steps: list[Any] = [
         *IndexSteps(vectors, index_min_points).all(),
         *SessionSteps(repo, vectors).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
-        *TransferSteps(repo, vectors, store, import_limits).all(),
+        *transfer.all(),
+        *ColdSteps(transfer, keep_artifact=keep_artifact).all(),
     ]
     return steps
 
@@ -127,10 +131,18 @@ def build_worker(
     max_concurrent_activities: int = 16,
     import_limits: Limits = DEFAULT_LIMITS,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
+    keep_artifact: bool = False,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way)."""
     by_name: dict[str, Callable[..., Any]] = {}
-    steps = activities(repo, vectors, store, import_limits, index_min_points=index_min_points)
+    steps = activities(
+        repo,
+        vectors,
+        store,
+        import_limits,
+        index_min_points=index_min_points,
+        keep_artifact=keep_artifact,
+    )
     for fn in [*steps, *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
         by_name[defn.name] = fn
@@ -162,4 +174,5 @@ def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ())
         overrides=overrides,
         import_limits=Limits.of(runtime.settings),
         index_min_points=runtime.settings.vector_index_min_points,
+        keep_artifact=runtime.settings.offload_keep_artifact_after_reload,
     )

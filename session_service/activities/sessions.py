@@ -38,6 +38,7 @@ class SessionSteps:
                 inp.session_ids,
                 same_vectors=inp.same_vectors,
                 allow_deleted=inp.allow_deleted,
+                need_live=inp.need_live,
             )
         return LockResult(
             sessions=[

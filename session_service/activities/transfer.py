@@ -181,10 +181,27 @@ class TransferSteps:
             return done
         with business_errors():
             session = (await self.repo.get(inp.session_id)).public()
+        key = writing_key(inp.export_id)
+        size, points, sha, file_sha = await self.write_artifact(key, session, inp.batch_size)
+        await self.repo.export_ready(
+            inp.export_id,
+            size_bytes=size,
+            points=points,
+            sha256=sha,
+            file_sha256=file_sha,
+        )
+        await in_thread(self.store.publish, key, final_key(inp.export_id))
+        return ExportResult(export_id=inp.export_id, size_bytes=size, points=points, sha256=sha)
+
+    async def write_artifact(
+        self, key: str, session: SessionModel, batch_size: int
+    ) -> tuple[int, int, str, str]:
+        """Write the session's points to ``key`` (resuming from the heartbeated checkpoint
+        of an earlier attempt): (size, points, content SHA-256, file SHA-256). Shared by
+        exports and offloads (section G), which publish the file under their own names."""
         collection = session.qdrant_collection_name
         details = activity.info().heartbeat_details
         checkpoint = ExportCheckpoint.model_validate(details[0]) if details else None
-        key = writing_key(inp.export_id)
         if checkpoint is not None and (self.store.size(key) or 0) < checkpoint.file_bytes:
             # the file lost what the checkpoint says was written (a host crash before the
             # page cache reached the disk, or another host without the shared volume)
@@ -210,22 +227,12 @@ class TransferSteps:
             out = self.store.open_append(key, truncate_to=checkpoint.file_bytes)
             writer = _Writer(out, content, whole)
         with out:
-            checkpoint = await self._write_points(writer, collection, checkpoint, inp.batch_size)
+            checkpoint = await self._write_points(writer, collection, checkpoint, batch_size)
             sha = writer.content.hexdigest()
             size = await asyncio.to_thread(
                 writer.append, fmt.trailer_line(checkpoint.points, sha), hashed=False
             )
-        await self.repo.export_ready(
-            inp.export_id,
-            size_bytes=size,
-            points=checkpoint.points,
-            sha256=sha,
-            file_sha256=writer.whole.hexdigest(),
-        )
-        await in_thread(self.store.publish, key, final_key(inp.export_id))
-        return ExportResult(
-            export_id=inp.export_id, size_bytes=size, points=checkpoint.points, sha256=sha
-        )
+        return size, checkpoint.points, sha, writer.whole.hexdigest()
 
     async def _write_points(
         self, writer: _Writer, collection: str, checkpoint: ExportCheckpoint, batch_size: int

@@ -16,6 +16,7 @@ from session_service.api.middleware import (
     RequestContextMiddleware,
 )
 from session_service.api.routes import (
+    cold,
     compare,
     counters,
     exports,
@@ -63,6 +64,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(compare.router)
     app.include_router(operations.router)
     app.include_router(exports.router)
+    app.include_router(cold.router)  # /sessions/offloaded before /sessions/{id}
     app.include_router(sessions.router)
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)

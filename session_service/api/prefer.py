@@ -69,3 +69,28 @@ async def respond(
     op = await ops.get(started.operation_id)
     headers["Location"] = f"/operations/{started.operation_id}"
     return JSONResponse(op.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+async def awaited(
+    ops: OperationService, started: Started, wait: float, applied: str | None
+) -> JSONResponse | None:
+    """Wait up to ``wait`` for an operation the request depends on (a reload on first
+    use, API.md section G): None once it succeeded (the request goes on), else what to
+    answer: 202 with the operation, or the problem its failure deserves."""
+    headers = {"Operation-Id": started.operation_id}
+    if applied:
+        headers["Preference-Applied"] = applied
+    try:
+        if await ops.wait(started, max(wait, 0.0)) is not None:
+            return None
+    except OperationFailed as failure:
+        return problem(
+            _status_for(failure),
+            f"operation {failure.operation_id} {failure.status.value}: {failure.error.message}",
+            type_suffix=failure.error.type.lower(),
+            headers=headers,
+            operation_id=failure.operation_id,
+        )
+    op = await ops.get(started.operation_id)
+    headers["Location"] = f"/operations/{started.operation_id}"
+    return JSONResponse(op.model_dump(mode="json"), status_code=202, headers=headers)

@@ -1,5 +1,6 @@
 """One module per operation. Deterministic orchestration only: no I/O, no clocks, no random."""
 
+from session_service.workflows.cold import OffloadWorkflow, ReloadWorkflow
 from session_service.workflows.delete import DeleteWorkflow
 from session_service.workflows.export import ExportWorkflow
 from session_service.workflows.importing import ImportWorkflow
@@ -16,6 +17,8 @@ ALL_WORKFLOWS: list[type] = [
     ExportWorkflow,
     ImportWorkflow,
     IndexWorkflow,
+    OffloadWorkflow,
+    ReloadWorkflow,
 ]
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "ImportWorkflow",
     "IndexWorkflow",
     "MergeWorkflow",
+    "OffloadWorkflow",
+    "ReloadWorkflow",
     "RetentionWorkflow",
     "SplitWorkflow",
 ]

@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
         CopyInput,
         CopyResult,
         DiscardInput,
+        EnsureLiveInput,
         FinishMergeInput,
         LockInput,
         LockResult,
@@ -20,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import SagaWorkflow
+    from session_service.workflows.saga import COLD_SESSIONS, SagaWorkflow
 
 
 @workflow.defn(name="MergeWorkflow")
@@ -31,11 +32,22 @@ class MergeWorkflow(SagaWorkflow):
         saga = self.begin(inp.options, "merge")
         target = collection_name_for(inp.target_id)
         try:
+            cold = workflow.patched(COLD_SESSIONS)
+            if cold:
+                saga.phase("reloading offloaded sources")
+                await saga.step(
+                    "ensure_live",
+                    EnsureLiveInput(session_ids=inp.source_ids, options=inp.options),
+                    list[str],
+                    long=True,
+                )
             saga.phase("locking sources")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=inp.source_ids))
             locked = await saga.step(
                 "lock_sessions",
-                LockInput(operation_id=op, session_ids=inp.source_ids, same_vectors=True),
+                LockInput(
+                    operation_id=op, session_ids=inp.source_ids, same_vectors=True, need_live=cold
+                ),
                 LockResult,
             )
             saga.phase("counting points")

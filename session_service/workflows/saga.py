@@ -45,6 +45,8 @@ INTERNAL = "Internal"  # the error type of a failure that is nobody's input
 QUICK = timedelta(seconds=60)
 NO_ARG: Any = object()  # for activities that take no argument
 _KIND = SearchAttributeKey.for_keyword("OperationKind")
+# Merges and splits started before cold sessions (API.md G) replay without their reload step.
+COLD_SESSIONS = "cold-sessions"
 
 
 def forward_policy(options: StepOptions) -> RetryPolicy:

@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
         CopyIdsInput,
         CopyIdsResult,
         DiscardInput,
+        EnsureLiveInput,
         FinishSplitInput,
         LockInput,
         LockResult,
@@ -22,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         UnlockInput,
     )
     from session_service.stores.vector_store import collection_name_for
-    from session_service.workflows.saga import SagaWorkflow
+    from session_service.workflows.saga import COLD_SESSIONS, SagaWorkflow
 
 
 @workflow.defn(name="SplitWorkflow")
@@ -32,11 +33,20 @@ class SplitWorkflow(SagaWorkflow):
         op = workflow.info().workflow_id
         saga = self.begin(inp.options, "split")
         try:
+            cold = workflow.patched(COLD_SESSIONS)
+            if cold:
+                saga.phase("reloading the offloaded source")
+                await saga.step(
+                    "ensure_live",
+                    EnsureLiveInput(session_ids=[inp.source_id], options=inp.options),
+                    list[str],
+                    long=True,
+                )
             saga.phase("locking the source")
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.source_id]))
             locked = await saga.step(
                 "lock_sessions",
-                LockInput(operation_id=op, session_ids=[inp.source_id]),
+                LockInput(operation_id=op, session_ids=[inp.source_id], need_live=cold),
                 LockResult,
             )
             source = locked.sessions[0]

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.prefer import respond
+from session_service.api.routes.cold import first_use
 from session_service.errors import Unprocessable, UnsupportedMediaType
 from session_service.models import MAX_PAGE
 
@@ -29,13 +30,22 @@ def is_upload(scope: Any) -> bool:
     return ctype.split(";")[0].strip() in UPLOAD_TYPES
 
 
-@router.get("/sessions/{session_id}/export")
+@router.get("/sessions/{session_id}/export", response_model=None)
 async def export_document(
-    session_id: str, runtime: RuntimeDep, actor: CurrentActor, include_data: bool = True
-) -> StreamingResponse:
-    """The session and (with ``include_data``) every point, streamed as read from Qdrant."""
-    body = await runtime.transfers.document(actor, session_id, include_data)
-    return StreamingResponse(body, media_type="application/json")
+    session_id: str,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    include_data: bool = True,
+    prefer: PreferHeader = None,
+) -> StreamingResponse | JSONResponse:
+    """The session and (with ``include_data``) every point, streamed as read from Qdrant;
+    an offloaded session is reloaded first."""
+
+    async def call() -> StreamingResponse:
+        body = await runtime.transfers.document(actor, session_id, include_data)
+        return StreamingResponse(body, media_type="application/json")
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
 @router.post("/sessions/{session_id}/exports")
@@ -46,9 +56,14 @@ async def create_export(
     key: IdempotencyKey,
     prefer: PreferHeader = None,
 ) -> JSONResponse:
-    """Write a durable, checksummed artifact of the session (an export operation)."""
-    started = await runtime.transfers.start_export(actor, session_id, key)
-    return await respond(runtime.operations, started, runtime.settings, prefer)
+    """Write a durable, checksummed artifact of the session (an export operation); an
+    offloaded session is reloaded first."""
+
+    async def call() -> JSONResponse:
+        started = await runtime.transfers.start_export(actor, session_id, key)
+        return await respond(runtime.operations, started, runtime.settings, prefer)
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
 @router.get("/exports")

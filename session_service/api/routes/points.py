@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
 
-from session_service.api.deps import CurrentActor, Sessions
+from session_service.api.deps import CurrentActor, RuntimeDep, Sessions
+from session_service.api.routes.cold import first_use
 from session_service.errors import Unprocessable
 from session_service.models import (
     MAX_PAGE,
@@ -19,25 +21,38 @@ from session_service.models import (
 from session_service.point_query import PointQuery, QueryResult
 
 router = APIRouter(prefix="/sessions/{session_id}", tags=["points"])
+PreferHeader = Annotated[
+    str | None,
+    Header(description="an offloaded session is reloaded first: respond-async, or wait=N"),
+]
 
 
-@router.put("/points")
+@router.put("/points", response_model=None)
 async def upsert_points(
-    session_id: str, body: PointsUpsert, sessions: Sessions, actor: CurrentActor
-) -> dict[str, Any]:
+    session_id: str,
+    body: PointsUpsert,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    prefer: PreferHeader = None,
+) -> dict[str, Any] | JSONResponse:
     """Insert or replace up to 1,000 points; vectors must have the session's ``vector_size``."""
-    return {"upserted": await sessions.upsert_points(actor, session_id, body.points)}
+
+    async def call() -> dict[str, Any]:
+        return {"upserted": await runtime.sessions.upsert_points(actor, session_id, body.points)}
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
 @router.get("/points", response_model=PointsPage)
 async def list_points(
     session_id: str,
-    sessions: Sessions,
+    runtime: RuntimeDep,
     actor: CurrentActor,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[str | None, Query(description="next_offset of the previous page")] = None,
     with_vectors: bool = False,
-) -> PointsPage:
+    prefer: PreferHeader = None,
+) -> PointsPage | JSONResponse:
     """A page of points in id order."""
     start: int | str | None = None
     if offset is not None and offset != "":
@@ -45,25 +60,45 @@ async def list_points(
             start = check_point_id(int(offset) if offset.isdigit() else offset)
         except ValueError as exc:
             raise Unprocessable(f"offset: {exc}") from None
-    return await sessions.list_points(
-        actor, session_id, limit=limit, offset=start, with_vectors=with_vectors
-    )
+
+    async def call() -> PointsPage:
+        return await runtime.sessions.list_points(
+            actor, session_id, limit=limit, offset=start, with_vectors=with_vectors
+        )
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
-@router.post("/points/delete")
+@router.post("/points/delete", response_model=None)
 async def delete_points(
-    session_id: str, body: PointsDelete, sessions: Sessions, actor: CurrentActor
-) -> dict[str, Any]:
+    session_id: str,
+    body: PointsDelete,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    prefer: PreferHeader = None,
+) -> dict[str, Any] | JSONResponse:
     """Delete points by id; unknown ids are ignored and not counted."""
-    return {"deleted": await sessions.delete_points(actor, session_id, body.ids)}
+
+    async def call() -> dict[str, Any]:
+        return {"deleted": await runtime.sessions.delete_points(actor, session_id, body.ids)}
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
 @router.post("/points/query", response_model=QueryResult)
 async def query_points(
-    session_id: str, body: PointQuery, sessions: Sessions, actor: CurrentActor
-) -> QueryResult:
+    session_id: str,
+    body: PointQuery,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    prefer: PreferHeader = None,
+) -> QueryResult | JSONResponse:
     """The points nearest to a vector, best first, optionally filtered on payload keys."""
-    return await sessions.query_points(actor, session_id, body)
+
+    async def call() -> QueryResult:
+        return await runtime.sessions.query_points(actor, session_id, body)
+
+    return await first_use(runtime, actor, session_id, prefer, call)
 
 
 @router.get("/collection", response_model=CollectionInfo)

@@ -1,0 +1,90 @@
+"""Cold sessions (API.md section G): offload and reload by hand, the operator's listing,
+and the first use that brings an offloaded session back before a request needs it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from session_service.access import Actor, rank
+from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.prefer import awaited, parse_prefer, respond
+from session_service.errors import Offloaded
+from session_service.models import MAX_PAGE
+from session_service.runtime import Runtime
+
+router = APIRouter(tags=["cold sessions"])
+PreferHeader = Annotated[str | None, Header(description="respond-async, or wait=N")]
+T = TypeVar("T")
+
+
+async def first_use(
+    runtime: Runtime,
+    actor: Actor,
+    session_id: str,
+    prefer: str | None,
+    call: Callable[[], Awaitable[T]],
+) -> T | JSONResponse:
+    """Answer ``call()``; if it needs the points of an offloaded session, start or join the
+    session's reload, wait for it like any long-running request (section B: up to
+    ``SYNC_WAIT_SECONDS`` or ``Prefer: wait``; 202 with the reload after that, or the
+    error its failure deserves), then answer ``call()``. Live sessions pay nothing."""
+    try:
+        return await call()
+    except Offloaded:
+        pass
+    wait, applied = parse_prefer(prefer, runtime.settings.sync_wait_seconds)
+    deadline = time.monotonic() + wait
+    started = await runtime.cold.reload_for_use(actor, session_id, wait)
+    if started is not None:
+        answer = await awaited(runtime.operations, started, deadline - time.monotonic(), applied)
+        if answer is not None:
+            return answer
+    return await call()  # offloaded again meanwhile: 409 (Offloaded) names the way out
+
+
+@router.get("/sessions/offloaded")
+async def list_offloaded(
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """Offloaded sessions the caller can read, in id order, with their artifacts' sizes."""
+    items = await runtime.cold.offloaded(limit, after)
+    if actor.trusted:
+        return items
+    visible = {
+        s.id
+        for s in await runtime.repo.get_existing([i["session_id"] for i in items])
+        if rank(s, actor) > 0
+    }
+    return [i for i in items if i["session_id"] in visible]
+
+
+@router.post("/sessions/{session_id}/offload")
+async def offload_session(
+    session_id: str,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    key: IdempotencyKey,
+    prefer: PreferHeader = None,
+) -> JSONResponse:
+    """Move the session's points into a verified artifact and drop its live collection
+    (an ``offload`` operation; ``admin``)."""
+    started = await runtime.cold.start_offload(actor, session_id, key)
+    return await respond(runtime.operations, started, runtime.settings, prefer)
+
+
+@router.post("/sessions/{session_id}/reload")
+async def reload_session(
+    session_id: str, runtime: RuntimeDep, actor: CurrentActor, prefer: PreferHeader = None
+) -> JSONResponse:
+    """Bring an offloaded session's points back (a ``reload`` operation; ``admin``); joins
+    the reload already in flight, if any."""
+    started = await runtime.cold.start_reload(actor, session_id)
+    return await respond(runtime.operations, started, runtime.settings, prefer)

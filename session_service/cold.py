@@ -1,0 +1,120 @@
+"""Cold sessions as the API sees them (API.md section G): starting offloads and reloads,
+and the reload that a request needing an offloaded session's points starts or joins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.common import WorkflowIDReusePolicy
+
+from session_service.access import Actor
+from session_service.activities.cold import reload_workflow_id
+from session_service.errors import Conflict, Locked
+from session_service.models import Permission, SessionRecord, Storage
+from session_service.operation_types import OffloadInput, OperationKind, ReloadInput
+from session_service.operations import OperationFailed, OperationService, Started
+from session_service.sessions import SessionService
+
+
+def offload_view(s: SessionRecord) -> dict[str, Any]:
+    """An offloaded session as the operator's listing shows it."""
+    a = s.artifact
+    return {
+        "session_id": s.id,
+        "name": s.name,
+        "status": s.status.value,
+        "owner_id": s.owner_id,
+        "artifact_key": a.key if a else None,
+        "points": a.points if a else None,
+        "size_bytes": a.size_bytes if a else None,
+        "sha256": a.sha256 if a else None,
+        "offloaded_at": a.offloaded_at.isoformat() if a and a.offloaded_at else None,
+    }
+
+
+class ColdService:
+    def __init__(self, sessions: SessionService, operations: OperationService) -> None:
+        self.sessions = sessions
+        self.repo = sessions.repo
+        self.operations = operations
+
+    async def start_offload(self, actor: Actor, session_id: str, key: str | None) -> Started:
+        """``admin``; 409 when another operation holds the session or it is offloaded."""
+        kind = OperationKind.OFFLOAD
+        ops = self.operations
+        found = await ops.find_keyed(kind, actor, key, {"session_id": session_id})
+        if found is not None:
+            return found
+        session = await self.sessions.load(actor, session_id, Permission.admin)
+        if session.locked_by is not None:
+            raise Locked(session.id, session.locked_by)
+        if session.storage is Storage.offloaded:
+            raise Conflict(f"session {session.id} is already offloaded")
+        return await ops.start_keyed(
+            kind,
+            actor,
+            key,
+            {"session_id": session.id},
+            OffloadInput(session_id=session.id, options=ops.options()),
+            session_ids=[session.id],
+            owner_id=session.owner_id,
+            summary=f"offload {session.name!r}",
+        )
+
+    async def start_reload(self, actor: Actor, session_id: str) -> Started:
+        """By hand (``admin``): joins the reload in flight, if any; 409 for a live session."""
+        session = await self.sessions.load(actor, session_id, Permission.admin)
+        wid = reload_workflow_id(session.id)
+        if session.locked_by is not None and session.locked_by != wid:
+            raise Locked(session.id, session.locked_by)
+        if session.storage is Storage.live and session.locked_by is None:
+            raise Conflict(f"session {session.id} is live; there is nothing to reload")
+        return await self._reload(actor, session)
+
+    async def _reload(self, actor: Actor, session: SessionRecord) -> Started:
+        ops = self.operations
+        return await ops._start(  # noqa: SLF001 - the shared start, with a per-session id
+            OperationKind.RELOAD,
+            ReloadInput(
+                session_id=session.id,
+                keep_artifact=ops.settings.offload_keep_artifact_after_reload,
+                options=ops.options(),
+            ),
+            actor=actor,
+            session_ids=[session.id],
+            owner_id=session.owner_id,
+            summary=f"reload {session.name!r}",
+            workflow_id=reload_workflow_id(session.id),
+            cancel_permission=Permission.admin,
+            # a session is offloaded and reloaded many times over its life
+            reuse=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+
+    async def reload_for_use(self, actor: Actor, session_id: str, budget: float) -> Started | None:
+        """First use: the operation to wait for before the points are there (the session's
+        reload, started or joined), or None when it is live already. The caller's access
+        was checked by the request that found the session offloaded.
+
+        An offload that still holds the session (it marks the session before it drops the
+        collection) is waited for first, within ``budget``; if it is still running then,
+        it is the operation the caller gets to follow."""
+        session = await self.repo.get(session_id)
+        holder = session.locked_by
+        if session.storage is Storage.live and holder is None:
+            return None
+        if holder is not None and holder.startswith("offload-"):
+            started = Started(
+                holder, OperationKind.OFFLOAD, self.operations.client.get_workflow_handle(holder)
+            )
+            try:
+                if await self.operations.wait(started, budget) is None:
+                    return started
+            except OperationFailed:
+                pass  # undone: the session is live again
+            session = await self.repo.get(session_id)
+            if session.storage is Storage.live:
+                return None
+        return await self._reload(actor, session)
+
+    async def offloaded(self, limit: int, after_id: str | None = None) -> list[dict[str, Any]]:
+        return [offload_view(s) for s in await self.repo.offloaded(limit, after_id)]

@@ -1,0 +1,174 @@
+"""Offload and reload (API.md section G): a session's points out of the vector engine
+into a checksummed artifact, and back.
+
+Offload: hold the session, write the artifact (the export's writer), read it back
+(count and SHA-256, against what was written and what the collection holds), mark
+the session offloaded, and only then drop the live collection, the irreversible
+last step. Until the drop, reads see the points; a failure or cancel before it
+undoes in reverse (unmark, delete the artifact, release).
+
+Reload: hold the session, recreate the collection under the same name from the
+artifact (the import's one-pass reader checks every line and the trailer), check
+the count, mark the session live and release it in one statement, and then delete
+the artifact (unless kept by OFFLOAD_KEEP_ARTIFACT_AFTER_RELOAD). A failure before
+the mark drops what was recreated: the session stays offloaded, its artifact kept.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from session_service.activities.cold import offload_artifact_key, part_key
+    from session_service.operation_types import (
+        ArtifactCheck,
+        ColdResult,
+        ImportPointsInput,
+        LockInput,
+        MarkLiveInput,
+        MarkOffloadedInput,
+        OffloadInput,
+        OffloadLockResult,
+        ReloadInput,
+        UnlockInput,
+        VerifyOffloadInput,
+        VerifyReloadInput,
+        WriteOffloadInput,
+    )
+    from session_service.workflows.saga import SagaWorkflow
+
+
+def _refusal(message: str, type_: str) -> BaseException:
+    from temporalio.exceptions import ApplicationError
+
+    return ApplicationError(message, type=type_, non_retryable=True)
+
+
+@workflow.defn(name="OffloadWorkflow")
+class OffloadWorkflow(SagaWorkflow):
+    @workflow.run
+    async def run(self, inp: OffloadInput) -> ColdResult:
+        op = workflow.info().workflow_id
+        sid = inp.session_id
+        saga = self.begin(inp.options, "offload")
+        try:
+            saga.phase("holding the session")
+            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
+            held = await saga.step(
+                "hold_for_storage",
+                LockInput(operation_id=op, session_ids=[sid], allow_deleted=True),
+                OffloadLockResult,
+            )
+            if held.storage == "offloaded":
+                raise _refusal(f"session {sid} is already offloaded", "Conflict")
+            key = offload_artifact_key(sid, op)
+            saga.phase("writing the artifact")
+            saga.push("delete_artifact", key)
+            saga.push("delete_artifact", part_key(key))
+            written = await saga.step(
+                "write_offload",
+                WriteOffloadInput(
+                    session_id=sid, artifact_key=key, batch_size=inp.options.export_batch_size
+                ),
+                ArtifactCheck,
+                long=True,
+            )
+            saga.progress.points_total = written.points
+            saga.phase("verifying the artifact")
+            checked = await saga.step(
+                "verify_offload",
+                VerifyOffloadInput(collection=held.collection, written=written),
+                ArtifactCheck,
+                long=True,
+            )
+            saga.phase("marking the session offloaded")
+            saga.push("mark_live", MarkLiveInput(operation_id=op, session_id=sid))
+            await saga.step(
+                "mark_offloaded",
+                MarkOffloadedInput(operation_id=op, session_id=sid, artifact=checked),
+            )
+            saga.phase("dropping the live collection")
+            saga.commit()  # the irreversible step: from here on, only forward
+            await saga.final_step("drop_collection", held.collection, long=True)
+            await saga.final_step(
+                "unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid])
+            )
+            saga.progress.points_done = checked.points
+            saga.done()
+            return ColdResult(
+                message=f"Session {sid} offloaded",
+                session_id=sid,
+                storage="offloaded",
+                points=checked.points,
+                size_bytes=checked.size_bytes,
+                sha256=checked.sha256,
+            )
+        except BaseException as err:
+            await saga.fail(err)
+
+
+@workflow.defn(name="ReloadWorkflow")
+class ReloadWorkflow(SagaWorkflow):
+    @workflow.run
+    async def run(self, inp: ReloadInput) -> ColdResult:
+        op = workflow.info().workflow_id
+        sid = inp.session_id
+        saga = self.begin(inp.options, "reload")
+        try:
+            saga.phase("holding the session")
+            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
+            held = await saga.step(
+                "hold_for_storage",
+                LockInput(operation_id=op, session_ids=[sid], allow_deleted=True),
+                OffloadLockResult,
+            )
+            if held.storage != "offloaded" or held.artifact_key is None:
+                # already live (a caller that joined late, or a repeat): nothing to do
+                await saga.final_step(
+                    "unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid])
+                )
+                saga.done()
+                return ColdResult(
+                    message=f"Session {sid} is live", session_id=sid, storage="live", points=0
+                )
+            saga.progress.points_total = held.artifact_points
+            saga.phase("recreating the collection")
+            # safe when nothing was created: an offloaded session has no live collection
+            saga.push("drop_collection", held.collection)
+            await saga.step("create_collection", held)
+            saga.phase("importing points")
+            done = await saga.step(
+                "import_points",
+                ImportPointsInput(
+                    artifact_key=held.artifact_key,
+                    collection=held.collection,
+                    batch_size=inp.options.batch_size,
+                    verify=True,
+                ),
+                int,
+                long=True,
+            )
+            saga.progress.points_done = done
+            saga.phase("verifying the collection")
+            await saga.step(
+                "verify_reload",
+                VerifyReloadInput(collection=held.collection, points=held.artifact_points),
+                int,
+            )
+            saga.phase("marking the session live")
+            await saga.step(
+                "mark_live", MarkLiveInput(operation_id=op, session_id=sid, release=True)
+            )
+            saga.commit()  # live and released: the artifact is no longer needed
+            if not inp.keep_artifact:
+                await saga.final_step("delete_artifact", held.artifact_key)
+            saga.done()
+            return ColdResult(
+                message=f"Session {sid} reloaded",
+                session_id=sid,
+                storage="live",
+                points=done,
+                sha256=held.artifact_sha256,
+            )
+        except BaseException as err:
+            await saga.fail(err)

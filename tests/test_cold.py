@@ -1,0 +1,330 @@
+"""Cold sessions (API.md section G): offload and reload round-trip every point, first use
+brings a session back, a corrupted artifact fails cleanly, retention offloads archived
+sessions, and access is enforced. Guarantees are broken on purpose with fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from session_service.models import ArtifactRef
+from session_service.operation_types import MarkOffloadedInput
+from session_service.runtime import Runtime
+from tests.conftest import Factory, OpsStack
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def cold_session(make: Factory, n: int, **fields: Any) -> dict[str, Any]:
+    """A session of ``n`` points with integer and UUID ids, vectors and nested payloads."""
+    s = await make.session(configuration={"vector_size": 8, "distance": "Euclid"}, **fields)
+    pts = []
+    for i in range(n):
+        pid: int | str = i if i % 3 else f"00000000-0000-4000-8000-{i:012d}"
+        pts.append(
+            {
+                "id": pid,
+                "vector": [((i * 7 + k) % 13) / 3.0 - 1.5 for k in range(8)],
+                "payload": {"i": i, "tags": [f"t{i % 4}"], "nested": {"x": i / 7}},
+            }
+        )
+    for lo in range(0, n, 1000):
+        r = await make.client.put(
+            f"/sessions/{s['id']}/points", json={"points": pts[lo : lo + 1000]}
+        )
+        assert r.status_code == 200, r.text
+    return s
+
+
+async def every_point(client: httpx.AsyncClient, sid: str, **headers: str) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    offset = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000, "with_vectors": "true"}
+        if offset is not None:
+            params["offset"] = offset
+        r = await client.get(f"/sessions/{sid}/points", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out.update({p["id"]: (p["vector"], p["payload"]) for p in page["points"]})
+        offset = page["next_offset"]
+        if offset is None:
+            return out
+
+
+def shard_dir(runtime: Runtime, collection: str) -> Path:
+    return runtime.settings.vector_dir / collection
+
+
+async def offload(client: httpx.AsyncClient, sid: str, **headers: str) -> httpx.Response:
+    return await client.post(f"/sessions/{sid}/offload", headers={"Prefer": "wait=60", **headers})
+
+
+async def test_offload_then_reload_round_trips_every_point(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 1500)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    before = await every_point(client, sid)
+    assert len(before) == 1500
+    assert shard_dir(runtime, name).exists()
+
+    r = await offload(client, sid)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["storage"] == "offloaded" and body["points"] == 1500 and body["size_bytes"] > 0
+    # in between: no collection, no engine files, the artifact's count without a reload
+    assert not await runtime.vectors.exists(name)
+    assert not shard_dir(runtime, name).exists()
+    got = (await client.get(f"/sessions/{sid}")).json()
+    assert got["storage"] == "offloaded"
+    info = (await client.get(f"/sessions/{sid}/collection")).json()
+    assert info["offloaded"] is True and info["points_count"] == 1500 and not info["exists"]
+    assert info["artifact_points"] == 1500
+    stats = (await client.get(f"/sessions/{sid}/stats")).json()["collection_stats"]
+    assert stats["offloaded"] is True and stats["points_count"] == 1500
+    assert not await runtime.vectors.exists(name)  # metadata reads never reload
+    record = await runtime.repo.get(sid)
+    assert record.artifact is not None
+    artifact = runtime.artifacts.path(record.artifact.key)
+    assert artifact.exists() and artifact.stat().st_size == body["size_bytes"]
+
+    r = await client.post(f"/sessions/{sid}/reload", headers={"Prefer": "wait=60"})
+    assert r.status_code == 200, r.text
+    assert r.json()["storage"] == "live" and r.json()["points"] == 1500
+    assert (await client.get(f"/sessions/{sid}")).json()["storage"] == "live"
+    after = await every_point(client, sid)
+    assert after == before  # ids, vectors and payloads exactly
+    assert not artifact.exists()  # deleted after the reload (the default)
+    assert (await client.get(f"/sessions/{sid}/collection")).json()["offloaded"] is False
+
+
+async def test_first_use_reloads_and_writes_follow(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 50)
+    sid = s["id"]
+    assert (await offload(client, sid)).status_code == 200
+    # stats writes never wait and never reload
+    r = await client.put(f"/sessions/{sid}/stats", json={"urls_processed": 2})
+    assert r.status_code == 200
+    assert (await client.get(f"/sessions/{sid}")).json()["storage"] == "offloaded"
+    # a write is a first use too: reloaded, then applied
+    r = await client.put(
+        f"/sessions/{sid}/points",
+        json={"points": [{"id": 10_000, "vector": [0.5] * 8, "payload": {"new": True}}]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"upserted": 1}
+    assert (await client.get(f"/sessions/{sid}")).json()["storage"] == "live"
+    assert len(await every_point(client, sid)) == 51
+    q = await client.post(f"/sessions/{sid}/points/query", json={"vector": [0.5] * 8, "limit": 1})
+    assert q.status_code == 200 and q.json()["points"][0]["id"] == 10_000
+
+
+async def test_first_use_answers_202_with_the_reload_when_asked_not_to_wait(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    s = await cold_session(make, 20)
+    sid = s["id"]
+    assert (await offload(client, sid)).status_code == 200
+    r = await client.get(f"/sessions/{sid}/points", headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    op = r.json()
+    assert op["kind"] == "reload" and op["id"] == r.headers["Operation-Id"]
+    assert op["id"].startswith("reload-")
+    while (await client.get(f"/operations/{op['id']}")).json()["status"] == "running":
+        await asyncio.sleep(0.1)
+    assert len(await every_point(client, sid)) == 20
+
+
+async def test_twenty_concurrent_reads_start_one_reload(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 300)
+    sid = s["id"]
+    before = await every_point(client, sid)
+    assert (await offload(client, sid)).status_code == 200
+
+    async def read() -> dict[Any, Any]:
+        return await every_point(client, sid)
+
+    results = await asyncio.gather(*(read() for _ in range(20)))
+    assert all(r == before for r in results)
+    runs = [
+        wf
+        async for wf in runtime.temporal.list_workflows(
+            f"WorkflowType = 'ReloadWorkflow' AND SessionIds = '{sid}'"
+        )
+    ]
+    assert len(runs) == 1, [w.id for w in runs]
+
+
+async def test_export_and_merge_of_offloaded_sessions_reload_them(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    a = await cold_session(make, 40)
+    b = await cold_session(make, 30)
+    for s in (a, b):
+        assert (await offload(client, s["id"])).status_code == 200
+    doc = (await client.get(f"/sessions/{a['id']}/export")).json()
+    assert doc["collection_data"]["exported_points"] == 40
+    r = await client.post(
+        "/sessions/merge",
+        json={"source_session_ids": [a["id"], b["id"]], "archive_sources": False},
+        headers={"Prefer": "wait=60"},
+    )
+    assert r.status_code == 200, r.text
+    merged = r.json()
+    # ids 0..39 and 0..29 overlap on 30 ids
+    assert merged["metadata"]["merged_point_count"] == 40
+    assert (await client.get(f"/sessions/{b['id']}")).json()["storage"] == "live"
+
+
+async def test_split_of_an_offloaded_session_reloads_it(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    s = await cold_session(make, 30)
+    assert (await offload(client, s["id"])).status_code == 200
+    r = await client.post(
+        f"/sessions/{s['id']}/split",
+        json={"parts": [{"name": "p", "point_ids": [1, 2, 4]}]},
+        headers={"Prefer": "wait=60"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["assigned_points"] == 3
+
+
+async def test_offload_refused_while_held_and_twice(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 10)
+    sid = s["id"]
+    await runtime.repo.lock("merge-someone", [sid])
+    try:
+        r = await offload(client, sid)
+        assert r.status_code == 409 and "merge-someone" in r.json()["detail"]
+    finally:
+        await runtime.repo.unlock("merge-someone", [sid])
+    assert (await offload(client, sid)).status_code == 200
+    assert (await offload(client, sid)).status_code == 409
+    r = await client.post(f"/sessions/{sid}/reload", headers={"Prefer": "wait=60"})
+    assert r.status_code == 200
+    assert (await client.post(f"/sessions/{sid}/reload")).status_code == 409  # live
+
+
+async def test_offload_and_reload_need_admin(client: httpx.AsyncClient, make: Factory) -> None:
+    owner, writer = make.user(), make.user()
+    s = await make.session(headers={"X-User-Id": owner})
+    await client.post(
+        f"/sessions/{s['id']}/share",
+        json={"user_ids": [writer], "permissions": ["read", "write"]},
+        headers={"X-User-Id": owner},
+    )
+    r = await offload(client, s["id"], **{"X-User-Id": writer})
+    assert r.status_code == 403
+    r = await offload(client, s["id"], **{"X-User-Id": owner})
+    assert r.status_code == 200
+    r = await client.post(f"/sessions/{s['id']}/reload", headers={"X-User-Id": writer})
+    assert r.status_code == 403
+    # ... while a read by the writer brings it back (first use needs read only)
+    assert await every_point(client, s["id"], **{"X-User-Id": writer}) == {}
+    assert (await client.get(f"/sessions/{s['id']}")).json()["storage"] == "live"
+    r = await offload(client, s["id"], **{"X-User-Id": make.user()})
+    assert r.status_code == 404
+
+
+async def test_a_corrupted_artifact_fails_the_reload_cleanly(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 200)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    assert (await offload(client, sid)).status_code == 200
+    record = await runtime.repo.get(sid)
+    assert record.artifact is not None
+    path = runtime.artifacts.path(record.artifact.key)
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+    lines[57] = lines[57].replace(b'"i":', b'"j":')  # still valid JSON: only the SHA tells
+    path.write_bytes(gzip.compress(b"\n".join(lines)))
+    corrupted = path.read_bytes()
+
+    r = await client.get(f"/sessions/{sid}/points", headers={"Prefer": "wait=60"})
+    assert r.status_code == 422, r.text
+    assert "SHA-256" in r.json()["detail"]
+    assert path.read_bytes() == corrupted  # kept
+    after = await runtime.repo.get(sid)
+    assert after.storage.value == "offloaded" and after.locked_by is None
+    assert after.artifact == record.artifact
+    assert not await runtime.vectors.exists(name)  # what was recreated is gone again
+
+
+async def test_a_failed_offload_leaves_the_session_live(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """Break the read-back: the offload is undone in reverse: no artifact, session live."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 60)
+    sid, name = s["id"], s["qdrant_collection_name"]
+
+    @activity.defn(name="verify_offload")
+    async def bad_verify(_: Any) -> None:
+        raise ApplicationError("read-back differs", type="ArtifactMismatch", non_retryable=True)
+
+    before = set(os.listdir(runtime.artifacts.root))
+    async with ops_stack.worker(bad_verify):
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "wait=60"})
+    assert r.status_code == 500, r.text
+    record = await runtime.repo.get(sid)
+    assert record.storage.value == "live" and record.artifact is None and record.locked_by is None
+    assert await runtime.vectors.count(name) == 60
+    assert set(os.listdir(runtime.artifacts.root)) <= before
+
+
+async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime: Runtime) -> None:
+    """An offload held just before its drop: the session is marked, the points readable."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 25)
+    sid = s["id"]
+    gate = asyncio.Event()
+    release = asyncio.Event()
+
+    @activity.defn(name="mark_offloaded")
+    async def slow_mark(inp: MarkOffloadedInput) -> None:
+        a = inp.artifact
+        await runtime.repo.mark_offloaded(
+            inp.operation_id,
+            inp.session_id,
+            ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
+        )
+        gate.set()
+        await release.wait()
+
+    async with ops_stack.worker(slow_mark):
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await gate.wait()
+        # marked, not dropped yet: reads see every point, writes wait their turn (409),
+        # stats writes go through
+        assert (await c.get(f"/sessions/{sid}")).json()["storage"] == "offloaded"
+        assert len(await every_point(c, sid)) == 25
+        q = await c.post(f"/sessions/{sid}/points/query", json={"vector": [0.0] * 8, "limit": 3})
+        assert q.status_code == 200 and len(q.json()["points"]) == 3
+        w = await c.put(
+            f"/sessions/{sid}/points", json={"points": [{"id": 1, "vector": [0.0] * 8}]}
+        )
+        assert w.status_code == 409 and op in w.json()["detail"]
+        assert (
+            await c.put(f"/sessions/{sid}/stats", json={"urls_processed": 1})
+        ).status_code == 200
+        release.set()
+        done = await ops_stack.wait(op, "succeeded", "failed")
+    assert done["status"] == "succeeded", done
+    assert not await runtime.vectors.exists(s["qdrant_collection_name"])
