@@ -5,7 +5,9 @@ API.md: active or shared sessions inactive (``updated_at``) longer than
 ``max_age_days`` ago, and an owner's active sessions beyond the
 ``max_sessions_per_user`` most recently used; archived or soft-deleted
 sessions older than ``auto_delete_archived_days`` are deleted permanently. A
-session archived by a run is not deleted by the same run.
+session archived by a run is not deleted by the same run. Archived sessions
+inactive longer than ``offload_archived_after_days`` (and not deleted) are
+offloaded (section G).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Decisions:
     delete: list[str] = field(default_factory=list)
     locked_archive: list[str] = field(default_factory=list)
     locked_delete: list[str] = field(default_factory=list)
+    offload: list[str] = field(default_factory=list)
+    locked_offload: list[str] = field(default_factory=list)
 
 
 def _older(stamp: datetime, now: datetime, days: int | None) -> bool:
@@ -67,6 +71,17 @@ def should_delete(c: Candidate, rules: RetentionRules, now: datetime) -> bool:
     )
 
 
+def should_offload(c: Candidate, rules: RetentionRules, now: datetime) -> bool:
+    """Archived sessions inactive longer than ``offload_archived_after_days`` move their
+    points to an artifact (API.md section G); one this run archived is not yet old."""
+    return (
+        c.status == "archived"
+        and c.storage == "live"
+        and not c.archived_by_this_run
+        and _older(c.updated_at, now, rules.offload_archived_after_days)
+    )
+
+
 def decide(candidates: list[Candidate], rules: RetentionRules, now: datetime) -> Decisions:
     """Sessions held by an operation are set aside (``locked_*``), not touched."""
     out = Decisions()
@@ -76,6 +91,8 @@ def decide(candidates: list[Candidate], rules: RetentionRules, now: datetime) ->
             (out.locked_archive if held else out.archive).append(c.id)
         elif should_delete(c, rules, now):
             (out.locked_delete if held else out.delete).append(c.id)
+        elif should_offload(c, rules, now):
+            (out.locked_offload if held else out.offload).append(c.id)
     return out
 
 
@@ -88,4 +105,6 @@ def evaluation(candidates: list[Candidate], rules: RetentionRules, now: datetime
         delete=d.delete,
         locked_archive=d.locked_archive,
         locked_delete=d.locked_delete,
+        offload=d.offload,
+        locked_offload=d.locked_offload,
     )

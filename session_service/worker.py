@@ -111,7 +111,7 @@ def activities(
     transfer = TransferSteps(repo, vectors, store, import_limits)
     steps: list[Any] = [
         *IndexSteps(vectors, index_min_points).all(),
-        *SessionSteps(repo, vectors).all(),
+        *SessionSteps(repo, vectors, store).all(),
         *PointSteps(vectors).all(),
         *RetentionSteps(repo).all(),
         *transfer.all(),

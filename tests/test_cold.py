@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from session_service.models import ArtifactRef
 from session_service.operation_types import MarkOffloadedInput
 from session_service.runtime import Runtime
 from tests.conftest import Factory, OpsStack
+from tests.test_retention import RetentionStack, rstack  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -328,3 +330,84 @@ async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime:
         done = await ops_stack.wait(op, "succeeded", "failed")
     assert done["status"] == "succeeded", done
     assert not await runtime.vectors.exists(s["qdrant_collection_name"])
+
+
+# retention: offload_archived_after_days
+
+
+async def aged(rs: RetentionStack, status: str, days: float, points: int = 0) -> str:
+    s = await cold_session(rs.make, points) if points else await rs.make.session()
+    await rs.runtime.pool.execute(
+        """UPDATE sessions SET status = $2, updated_at = now() - make_interval(secs => $3)
+           WHERE id = $1""",
+        uuid.UUID(s["id"]),
+        status,
+        days * 86400,
+    )
+    return str(s["id"])
+
+
+async def test_retention_offloads_archived_sessions_and_dry_run_lists_them(
+    rstack: RetentionStack,  # noqa: F811 - the fixture imported above
+) -> None:
+    policy = {
+        "auto_archive_inactive_days": 30,
+        "auto_delete_archived_days": 90,
+        "offload_archived_after_days": 20,
+    }
+    ids = {
+        "archived_40": await aged(rstack, "archived", 40, points=35),
+        "archived_5": await aged(rstack, "archived", 5, points=3),
+        "active_40": await aged(rstack, "active", 40, points=3),  # archived by this run: kept
+        "archived_200": await aged(rstack, "archived", 200),  # deleted, not offloaded
+        "held_40": await aged(rstack, "archived", 40),
+    }
+    await rstack.runtime.pool.execute(
+        "UPDATE sessions SET locked_by = 'merge-x' WHERE id = $1", uuid.UUID(ids["held_40"])
+    )
+    repo = rstack.runtime.repo
+    async with rstack.worker():
+        dry = await rstack.client.post("/sessions/cleanup", params={"dry_run": "true"}, json=policy)
+        assert dry.status_code == 200, dry.text
+        stats = dry.json()["cleanup_stats"]
+        assert stats["offloaded_ids"] == [ids["archived_40"]] and stats["offloaded_count"] == 1
+        assert (await repo.get(ids["archived_40"])).storage.value == "live"
+
+        r = await rstack.client.post("/sessions/cleanup", json=policy)
+        assert r.status_code == 200, r.text
+        stats = r.json()["cleanup_stats"]
+        assert stats["offloaded_count"] == 1 and stats["deleted_count"] == 1
+        assert r.json()["policy_applied"]["offload_archived_after_days"] == 20
+    cold = await repo.get(ids["archived_40"])
+    assert cold.storage.value == "offloaded" and cold.artifact is not None
+    assert cold.artifact.points == 35 and cold.locked_by is None
+    assert not await rstack.runtime.vectors.exists(cold.qdrant_collection_name)
+    for name in ("archived_5", "active_40", "held_40"):
+        assert (await repo.get(ids[name])).storage.value == "live", name
+    # the operator's listing shows it, with the artifact's size
+    listed = (await rstack.client.get("/sessions/offloaded")).json()
+    [row] = [x for x in listed if x["session_id"] == ids["archived_40"]]
+    assert row["points"] == 35 and row["size_bytes"] == cold.artifact.size_bytes > 0
+    # a permanent delete takes the artifact with the row
+    path = rstack.runtime.artifacts.path(cold.artifact.key)
+    assert path.exists()
+    async with rstack.worker():
+        r = await rstack.client.delete(
+            f"/sessions/{ids['archived_40']}", params={"permanent": "true"}
+        )
+    assert r.status_code == 200, r.text
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("value", [0, -3, "x", 1.5, True])
+async def test_offload_archived_after_days_must_be_a_positive_int_or_null(
+    client: httpx.AsyncClient, value: Any
+) -> None:
+    r = await client.put("/sessions/retention-policy", json={"offload_archived_after_days": value})
+    assert r.status_code == 422, r.text
+    r = await client.post(
+        "/sessions/cleanup",
+        params={"dry_run": "true"},
+        json={"offload_archived_after_days": value},
+    )
+    assert r.status_code == 422, r.text

@@ -5,6 +5,7 @@ the read-back checks, and the storage marks in Postgres."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import uuid
 from typing import Any
@@ -51,7 +52,7 @@ def reload_workflow_id(session_id: str) -> str:
 def offload_artifact_key(session_id: str, operation_id: str) -> str:
     """Where an offload writes: per operation, so a retried offload never meets an older
     offload's file, and never an export's (whose keys are UUIDs)."""
-    op = operation_id.rsplit("-", 1)[-1][:32]
+    op = hashlib.sha256(operation_id.encode()).hexdigest()[:16]
     return f"offload-{uuid.UUID(session_id).hex}-{op}.ndjson.gz"
 
 

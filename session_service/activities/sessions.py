@@ -21,14 +21,18 @@ from session_service.operation_types import (
     SessionSnapshot,
     UnlockInput,
 )
+from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore, collection_name_for
 
 
 class SessionSteps:
-    def __init__(self, repo: SessionRepository, vectors: VectorStore) -> None:
+    def __init__(
+        self, repo: SessionRepository, vectors: VectorStore, store: ArtifactStore | None = None
+    ) -> None:
         self.repo = repo
         self.vectors = vectors
+        self.store = store  # where offloaded sessions' artifacts are (section G)
 
     @activity.defn(name="lock_sessions")
     async def lock_sessions(self, inp: LockInput) -> LockResult:
@@ -111,7 +115,16 @@ class SessionSteps:
 
     @activity.defn(name="delete_session_row")
     async def delete_session_row(self, inp: DeleteRowInput) -> None:
+        await self._drop_artifacts(inp.operation_id, [inp.session_id])
         await self.repo.delete_held(inp.operation_id, inp.session_id)
+
+    async def _drop_artifacts(self, operation_id: str, session_ids: list[str]) -> None:
+        """An offloaded session's points are in its artifact: it goes before the row that
+        names it (a retry after the row is gone finds nothing left to delete)."""
+        if self.store is None:
+            return
+        for key in await self.repo.held_artifacts(operation_id, session_ids):
+            self.store.delete(key)
 
     @activity.defn(name="hold_for_delete")
     async def hold_for_delete(self, inp: HoldInput) -> HoldResult:
@@ -125,6 +138,7 @@ class SessionSteps:
 
     @activity.defn(name="delete_session_rows")
     async def delete_session_rows(self, inp: DeleteRowsInput) -> None:
+        await self._drop_artifacts(inp.operation_id, inp.delete_ids)
         await self.repo.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)
 
     def all(self) -> list[object]:

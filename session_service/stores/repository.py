@@ -851,6 +851,17 @@ class SessionRepository:
             release,
         )
 
+    async def held_artifacts(self, operation_id: str, session_ids: Sequence[str]) -> list[str]:
+        """Artifact keys of the offloaded sessions among ``session_ids`` that
+        ``operation_id`` holds (a permanent delete removes them with the rows)."""
+        rows = await self.pool.fetch(
+            """SELECT artifact_key FROM sessions
+               WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND artifact_key IS NOT NULL""",
+            [_uuid(s) for s in session_ids],
+            operation_id,
+        )
+        return [str(r["artifact_key"]) for r in rows]
+
     async def offloaded(self, limit: int, after_id: str | None = None) -> list[SessionRecord]:
         """Offloaded sessions in id order (the operator's listing), ``limit`` after ``after_id``."""
         rows = await self.pool.fetch(

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         DeleteInput,
         EvaluateInput,
         EvaluateResult,
+        OffloadInput,
         PolicyLoad,
         RetentionInput,
         RetentionResult,
@@ -40,6 +42,10 @@ MAX_HISTORY = 8_000
 MAX_FAILURES_KEPT = 100
 # Runs started before deletes were batched replay with a DeleteWorkflow child per session.
 BATCHED_DELETES = "batched-deletes"
+# Runs started before cold sessions (API.md section G) replay without offloading.
+OFFLOAD_ARCHIVED = "offload-archived"
+_SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
+_KIND = SearchAttributeKey.for_keyword("OperationKind")
 
 
 def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
@@ -49,6 +55,7 @@ def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
         "processed_count": totals.processed,
         "skipped_locked_count": totals.skipped_locked,
         "failed_count": totals.failed,
+        "offloaded_count": totals.offloaded,
     }
     if totals.failures:
         out["failures"] = totals.failures
@@ -57,6 +64,8 @@ def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
         out["archived_ids_truncated"] = totals.archived > len(totals.archived_ids)
         out["deleted_ids"] = totals.deleted_ids
         out["deleted_ids_truncated"] = totals.deleted > len(totals.deleted_ids)
+        out["offloaded_ids"] = totals.offloaded_ids
+        out["offloaded_ids_truncated"] = totals.offloaded > len(totals.offloaded_ids)
     return out
 
 
@@ -136,6 +145,9 @@ class RetentionWorkflow(SagaWorkflow):
                 totals.archived_ids = listed(totals.archived_ids, page.archive, state.ids_listed)
                 totals.deleted += len(page.delete)
                 totals.deleted_ids = listed(totals.deleted_ids, page.delete, state.ids_listed)
+                totals.skipped_locked += len(page.locked_offload)
+                totals.offloaded += len(page.offload)
+                totals.offloaded_ids = listed(totals.offloaded_ids, page.offload, state.ids_listed)
             elif page.archive:
                 totals.archived += await saga.step(
                     "archive_sessions", ArchiveInput(operation_id=op, session_ids=page.archive), int
@@ -164,6 +176,9 @@ class RetentionWorkflow(SagaWorkflow):
                 await self._delete_batches(op, state, page.delete)
             else:
                 await self._delete_one_by_one(state, page.delete)
+            if page.offload and workflow.patched(OFFLOAD_ARCHIVED):
+                totals.skipped_locked += len(page.locked_offload)
+                await self._offload(op, state, page.offload)
             state.after_id = page.last_id
             saga.report()
             pages += 1
@@ -239,6 +254,55 @@ class RetentionWorkflow(SagaWorkflow):
         except WorkflowAlreadyStartedError:
             return "held"
         except ChildWorkflowError as exc:
+            return _child_error(exc)
+
+    async def _offload(self, op: str, state: RetentionInput, ids: list[str]) -> None:
+        """Offload archived sessions as OffloadWorkflow children, ``delete_concurrency`` at
+        once; each one's refusal (held meanwhile) or failure is counted, never raised."""
+        totals = state.totals
+        for start in range(0, len(ids), state.delete_concurrency):
+            group = ids[start : start + state.delete_concurrency]
+            outcomes = await asyncio.gather(*(self._offload_one(op, state, sid) for sid in group))
+            for sid, outcome in zip(group, outcomes, strict=True):
+                if outcome == "offloaded":
+                    totals.offloaded += 1
+                elif outcome == "held":
+                    totals.skipped_locked += 1
+                else:
+                    _record_failures(totals, [{"session_id": sid, "error": outcome}])
+
+    async def _offload_one(self, op: str, state: RetentionInput, session_id: str) -> str:
+        task = asyncio.ensure_future(
+            workflow.execute_child_workflow(
+                "OffloadWorkflow",
+                OffloadInput(session_id=session_id, options=state.options),
+                # an offload's id starts with "offload-": its hold lets stats writes through
+                id=f"offload-{session_id.replace('-', '')}-{op}",
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(_SESSION_IDS, [session_id]),
+                        SearchAttributePair(_KIND, "offload"),
+                    ]
+                ),
+                memo={
+                    "session_ids": [session_id],
+                    "started_by": None,
+                    "cancel_permission": "admin",
+                    "cancel_ids": [session_id],
+                },
+                static_summary=f"offload archived session {session_id} ({op})",
+            )
+        )
+        try:
+            await _outlive(task)
+            return "offloaded"
+        except WorkflowAlreadyStartedError:
+            return "held"
+        except ChildWorkflowError as exc:
+            cause = getattr(exc, "cause", None)
+            if getattr(cause, "type", None) in ("Locked", "Conflict"):
+                return "held"
             return _child_error(exc)
 
     def _page(
