@@ -221,6 +221,28 @@ class SessionClient:
     async def export(self, session_id: str, *, wait: float | None = None) -> Outcome:
         return await self._start("POST", f"/sessions/{session_id}/exports", wait=wait)
 
+    async def offload(self, session_id: str, *, wait: float | None = None) -> Outcome:
+        """Move the session's points to an artifact (API.md section G)."""
+        return await self._start("POST", f"/sessions/{session_id}/offload", wait=wait)
+
+    async def reload(self, session_id: str, *, wait: float | None = None) -> Outcome:
+        """Bring an offloaded session's points back (joins a reload in flight)."""
+        return await self._start("POST", f"/sessions/{session_id}/reload", wait=wait)
+
+    async def offloaded(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Offloaded sessions with their artifacts' sizes, every page."""
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": min(limit - len(out), 1000)}
+            if after is not None:
+                params["after"] = after
+            page = (await self.request("GET", "/sessions/offloaded", params=params)).json()
+            out.extend(page)
+            if len(page) < params["limit"] or len(out) >= limit:
+                return out
+            after = page[-1]["session_id"]
+
     async def import_file(
         self, path: Path, *, new_name: str | None = None, wait: float | None = None
     ) -> Outcome:

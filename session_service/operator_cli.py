@@ -37,7 +37,9 @@ def add_commands(sub: Any) -> None:
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    sessions = sub.add_parser("sessions", help="list, show, merge, split, export, import, delete")
+    sessions = sub.add_parser(
+        "sessions", help="list, show, merge, split, export, import, delete, offload, reload"
+    )
     s = sessions.add_subparsers(dest="action", required=True)
     p = s.add_parser("list", parents=[common])
     p.add_argument("--status")
@@ -73,6 +75,17 @@ def add_commands(sub: Any) -> None:
     p = s.add_parser("delete", parents=[common])
     p.add_argument("session_id")
     p.add_argument("--permanent", action="store_true")
+    for name, text in (
+        ("offload", "move a session's points to an artifact and drop its live collection"),
+        ("reload", "bring an offloaded session's points back"),
+    ):
+        p = s.add_parser(name, parents=[common], help=text)
+        p.add_argument("session_id")
+        p.add_argument("--no-wait", action="store_true")
+    p = s.add_parser(
+        "offloaded", parents=[common], help="offloaded sessions and their artifacts' sizes"
+    )
+    p.add_argument("--limit", type=int, default=1000)
     sessions.set_defaults(func=lambda a: _run(a, _sessions))
 
     ops = sub.add_parser("ops", help="list, show, wait for and cancel operations")
@@ -152,6 +165,15 @@ def _report(args: argparse.Namespace, op: Operation) -> int:
     return 1
 
 
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def _session_line(s: dict[str, Any]) -> str:
     return f"{s['id']}  {s['status']:<8}  {s['name']}"
 
@@ -208,6 +230,21 @@ async def _sessions(client: SessionClient, args: argparse.Namespace) -> int:
             print("give an artifact file or --export-id", file=sys.stderr)
             return 2
         return await _finish(client, args, outcome)
+    if args.action in ("offload", "reload"):
+        start = client.offload if args.action == "offload" else client.reload
+        outcome = await start(args.session_id, wait=0)
+        return await _finish(client, args, outcome, wait=not args.no_wait)
+    if args.action == "offloaded":
+        rows = await client.offloaded(args.limit)
+        total = sum(int(r["size_bytes"] or 0) for r in rows)
+        lines = [
+            f"{r['session_id']}  {r['points']:>9} points  {_size(r['size_bytes'])}  "
+            f"{r['offloaded_at'] or ''}  {r['name']}"
+            for r in rows
+        ]
+        lines.append(f"{len(rows)} offloaded sessions, {_size(total)} of artifacts")
+        _emit(args, rows, "\n".join(lines))
+        return 0
     if args.action == "delete":
         outcome = await client.delete_session(
             args.session_id, permanent=args.permanent, wait=0 if args.permanent else None
