@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,13 @@ import pytest
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from session_service.api.app import create_app
 from session_service.models import ArtifactRef
 from session_service.operation_types import MarkOffloadedInput
 from session_service.runtime import Runtime
+from session_service.settings import Settings
+from session_service.stores.qdrant_server import QdrantServerStore
+from session_service.worker import worker_of
 from tests.conftest import Factory, OpsStack
 from tests.test_retention import RetentionStack, rstack  # noqa: F401 - the fixture
 
@@ -411,3 +416,40 @@ async def test_offload_archived_after_days_must_be_a_positive_int_or_null(
         json={"offload_archived_after_days": value},
     )
     assert r.status_code == 422, r.text
+
+
+# the Qdrant-server backend (qdrant-client's local mode, its in-process stand-in)
+
+
+@pytest.fixture
+async def server_stack(settings: Settings, runtime: Runtime) -> AsyncIterator[OpsStack]:
+    own = settings.model_copy(update={"temporal_task_queue": f"server-{uuid.uuid4().hex[:8]}"})
+    vectors = QdrantServerStore.in_memory()
+    rt = Runtime(settings=own, pool=runtime.pool, vectors=vectors, temporal=runtime.temporal)
+    app = create_app(own, rt)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as c,
+        worker_of(rt),
+    ):
+        yield OpsStack(rt, c)
+    vectors.close()
+
+
+async def test_offload_reload_and_first_use_on_the_server_backend(
+    server_stack: OpsStack,
+) -> None:
+    c, rt = server_stack.client, server_stack.runtime
+    assert rt.vectors.backend != "edge"
+    s = await cold_session(server_stack.make, 700)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    before = await every_point(c, sid)
+    r = await offload(c, sid)
+    assert r.status_code == 200, r.text
+    assert not await rt.vectors.exists(name)
+    assert (await c.get(f"/sessions/{sid}/collection")).json()["points_count"] == 700
+    assert await every_point(c, sid) == before  # first use
+    assert await rt.vectors.count(name) == 700
+    assert (await offload(c, sid)).status_code == 200
+    r = await c.post(f"/sessions/{sid}/reload", headers={"Prefer": "wait=60"})
+    assert r.status_code == 200 and await every_point(c, sid) == before
