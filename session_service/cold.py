@@ -50,6 +50,9 @@ class ColdService:
             raise Locked(session.id, session.locked_by)
         if session.storage is Storage.offloaded:
             raise Conflict(f"session {session.id} is already offloaded")
+        exporting = await self.repo.export_in_flight(session.id)
+        if exporting is not None:
+            raise Locked(session.id, exporting)
         return await ops.start_keyed(
             kind,
             actor,

@@ -18,6 +18,7 @@ from session_service.errors import (
     Conflict,
     ContentTooLarge,
     Forbidden,
+    Locked,
     NotFound,
     Offloaded,
     Unprocessable,
@@ -116,6 +117,8 @@ class TransferService:
         session = await self.sessions.load(actor, session_id, Permission.read)
         if session.storage is Storage.offloaded:
             raise Offloaded(session.id)
+        if (session.locked_by or "").startswith("offload-"):
+            raise Locked(session.id, session.locked_by or "")  # it would drop the points
         arg = ExportInput(
             session_id=session.id,
             export_id=str(uuid.uuid4()),

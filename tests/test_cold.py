@@ -67,6 +67,11 @@ async def every_point(client: httpx.AsyncClient, sid: str, **headers: str) -> di
             return out
 
 
+def make_other(session_id: str) -> str:
+    """Another (unknown) session id, for a request that differs from the first."""
+    return str(uuid.UUID(int=uuid.UUID(session_id).int ^ 1))
+
+
 def shard_dir(runtime: Runtime, collection: str) -> Path:
     return runtime.settings.vector_dir / collection
 
@@ -453,3 +458,27 @@ async def test_offload_reload_and_first_use_on_the_server_backend(
     assert (await offload(c, sid)).status_code == 200
     r = await c.post(f"/sessions/{sid}/reload", headers={"Prefer": "wait=60"})
     assert r.status_code == 200 and await every_point(c, sid) == before
+
+
+async def test_offload_honours_idempotency_keys_and_waits_for_exports(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await cold_session(make, 12)
+    sid = s["id"]
+    # an export still being written holds the collection: no offload under it
+    await runtime.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight")
+    r = await offload(client, sid)
+    assert r.status_code == 409 and "export-in-flight" in r.json()["detail"]
+    await runtime.pool.execute(
+        "UPDATE exports SET status = 'ready' WHERE operation_id = 'export-in-flight'"
+    )
+    key = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    first = await offload(client, sid, **key)
+    assert first.status_code == 200, first.text
+    again = await offload(client, sid, **key)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["Operation-Id"] == first.headers["Operation-Id"]
+    other = await client.post(
+        f"/sessions/{make_other(sid)}/offload", headers={"Prefer": "wait=60", **key}
+    )
+    assert other.status_code == 422  # the same key for another request

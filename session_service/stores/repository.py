@@ -851,6 +851,16 @@ class SessionRepository:
             release,
         )
 
+    async def export_in_flight(self, session_id: str) -> str | None:
+        """The operation still writing an export of the session, if any: an offload
+        would drop the collection under it."""
+        found: str | None = await self.pool.fetchval(
+            """SELECT operation_id FROM exports WHERE session_id = $1 AND status = 'writing'
+               ORDER BY created_at DESC LIMIT 1""",
+            _uuid(session_id),
+        )
+        return found
+
     async def held_artifacts(self, operation_id: str, session_ids: Sequence[str]) -> list[str]:
         """Artifact keys of the offloaded sessions among ``session_ids`` that
         ``operation_id`` holds (a permanent delete removes them with the rows)."""

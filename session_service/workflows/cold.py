@@ -162,6 +162,7 @@ class ReloadWorkflow(SagaWorkflow):
             saga.commit()  # live and released: the artifact is no longer needed
             if not inp.keep_artifact:
                 await saga.final_step("delete_artifact", held.artifact_key)
+            await saga.index_after([sid])  # a big session gets its search index back
             saga.done()
             return ColdResult(
                 message=f"Session {sid} reloaded",
