@@ -17,9 +17,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    SerializerFunctionWrapHandler,
     StrictFloat,
     StrictInt,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -341,6 +343,15 @@ class RetentionPolicy(StrictBody):
                 raise ValueError(f"schedule field {f!r} may only hold digits and * / , -")
         return value
 
+    @model_serializer(mode="wrap")
+    def _section_a_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``offload_archived_after_days`` (section G) appears once it is set, so a policy
+        without it reads back exactly as it was written (section A's shape)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("offload_archived_after_days") is None:
+            out.pop("offload_archived_after_days", None)
+        return out
+
 
 # Points (section C)
 
@@ -398,9 +409,9 @@ class CollectionInfo(BaseModel):
     points_count: int
     vector_size: int | None = None
     distance: str | None = None
-    # cold sessions (section G): set only for an offloaded session, whose points_count is
-    # the artifact's
-    offloaded: bool = False
+    # cold sessions (section G): only for an offloaded session (the API leaves them out
+    # otherwise, keeping section C's shape), whose points_count is the artifact's
+    offloaded: bool | None = None
     artifact_points: int | None = None
     artifact_size_bytes: int | None = None
 

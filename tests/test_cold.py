@@ -116,7 +116,8 @@ async def test_offload_then_reload_round_trips_every_point(
     after = await every_point(client, sid)
     assert after == before  # ids, vectors and payloads exactly
     assert not artifact.exists()  # deleted after the reload (the default)
-    assert (await client.get(f"/sessions/{sid}/collection")).json()["offloaded"] is False
+    live = (await client.get(f"/sessions/{sid}/collection")).json()
+    assert set(live) == {"name", "exists", "points_count", "vector_size", "distance"}  # C's shape
 
 
 async def test_first_use_reloads_and_writes_follow(
@@ -421,6 +422,17 @@ async def test_offload_archived_after_days_must_be_a_positive_int_or_null(
         json={"offload_archived_after_days": value},
     )
     assert r.status_code == 422, r.text
+
+
+async def test_offload_archived_after_days_is_stored_and_read_back(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.put("/sessions/retention-policy", json={"offload_archived_after_days": 7})
+    assert r.status_code == 200 and r.json()["new_policy"]["offload_archived_after_days"] == 7
+    got = (await client.get("/sessions/retention-policy")).json()["retention_policy"]
+    assert got["offload_archived_after_days"] == 7
+    r = await client.put("/sessions/retention-policy", json={})  # back to the defaults
+    assert "offload_archived_after_days" not in r.json()["new_policy"]  # null: left out
 
 
 # the Qdrant-server backend (qdrant-client's local mode, its in-process stand-in)

@@ -101,7 +101,7 @@ async def query_points(
     return await first_use(runtime, actor, session_id, prefer, call)
 
 
-@router.get("/collection", response_model=CollectionInfo)
+@router.get("/collection", response_model=CollectionInfo, response_model_exclude_none=True)
 async def collection(session_id: str, sessions: Sessions, actor: CurrentActor) -> CollectionInfo:
     """The session's Qdrant collection: name, existence, size and vector parameters."""
     return await sessions.collection(actor, session_id)
