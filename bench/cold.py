@@ -44,7 +44,15 @@ import numpy as np
 
 from bench.edge_raw import block, payload, seed_session
 from bench.sampling import CpuWindow, MemorySampler, idle_memory, other_load
-from bench.stack import REPO, Api, DevStack, log, machine_facts, snapshot_code
+from bench.stack import (
+    REPO,
+    Api,
+    DevStack,
+    activity_seconds,
+    log,
+    machine_facts,
+    snapshot_code,
+)
 
 RESULTS = REPO / "bench" / "results" / "cold.json"
 NO_INDEX = str(10**12)
@@ -76,6 +84,7 @@ def timed(
         "points_per_s": n / seconds,
         "memory": sampler.report(),
         "cpu": window,
+        "history": activity_seconds(dev.temporal_address, answer["_operation_id"]),
     }
     log(
         f"{name}: {n / seconds:,.0f} points/s ({seconds:.2f} s), other load {window['other_cores']}"
@@ -196,6 +205,8 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{x['cpu']['other_cores']:.2f}",
             )
         )
+    acts = "; ".join(f"{x['name']} {x['history']['activities_s']}" for x in r["rows"])
+    lines += ["", f"Activities (s): {acts}."]
     shard, art = r["live_shard"], r["offload_artifact"]
     lines += [
         "",
