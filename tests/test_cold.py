@@ -17,9 +17,14 @@ import pytest
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from session_service.activities.cold import part_key
 from session_service.api.app import create_app
 from session_service.models import ArtifactRef
-from session_service.operation_types import MarkOffloadedInput
+from session_service.operation_types import (
+    ImportPointsInput,
+    MarkOffloadedInput,
+    WriteOffloadInput,
+)
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.qdrant_server import QdrantServerStore
@@ -494,3 +499,81 @@ async def test_offload_honours_idempotency_keys_and_waits_for_exports(
         f"/sessions/{make_other(sid)}/offload", headers={"Prefer": "wait=60", **key}
     )
     assert other.status_code == 422  # the same key for another request
+
+
+# cancelling: the undo runs in reverse
+
+
+async def wait_for_cancel(started: asyncio.Event) -> None:
+    """What a stuck step does: say it started, then heartbeat until it is cancelled."""
+    started.set()
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(0.2)
+
+
+def stuck_write(started: asyncio.Event, runtime: Runtime) -> Any:
+    """``write_offload`` leaving a partial file (as a crashed write would), then stuck."""
+
+    @activity.defn(name="write_offload")
+    async def write_offload(inp: WriteOffloadInput) -> None:
+        runtime.artifacts.path(part_key(inp.artifact_key)).write_bytes(b"partial")
+        await wait_for_cancel(started)
+
+    return write_offload
+
+
+def stuck_import(started: asyncio.Event) -> Any:
+    @activity.defn(name="import_points")
+    async def import_points(inp: ImportPointsInput) -> None:
+        await wait_for_cancel(started)
+
+    return import_points
+
+
+async def test_a_cancelled_offload_leaves_the_session_live(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    started = asyncio.Event()
+    before = set(os.listdir(runtime.artifacts.root))
+    async with ops_stack.worker(stuck_write(started, runtime)):
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await started.wait()
+        assert any(k.startswith("offload-") for k in set(os.listdir(runtime.artifacts.root)))
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+    assert done["status"] == "cancelled", done
+    record = await runtime.repo.get(sid)
+    assert record.storage.value == "live" and record.locked_by is None and record.artifact is None
+    assert await runtime.vectors.count(name) == 40
+    assert set(os.listdir(runtime.artifacts.root)) <= before  # the partial file is gone
+
+
+async def test_a_cancelled_reload_leaves_the_session_offloaded(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    async with ops_stack.worker():
+        assert (await offload(c, sid)).status_code == 200
+    offloaded = await runtime.repo.get(sid)
+    assert offloaded.artifact is not None
+    started = asyncio.Event()
+    async with ops_stack.worker(stuck_import(started)):
+        r = await c.post(f"/sessions/{sid}/reload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await started.wait()
+        assert await runtime.vectors.exists(name)  # recreated, being filled
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+    assert done["status"] == "cancelled", done
+    after = await runtime.repo.get(sid)
+    assert after.storage.value == "offloaded" and after.locked_by is None
+    assert after.artifact == offloaded.artifact
+    assert runtime.artifacts.path(offloaded.artifact.key).exists()
+    assert not await runtime.vectors.exists(name)
