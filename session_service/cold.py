@@ -9,11 +9,11 @@ from temporalio.common import WorkflowIDReusePolicy
 
 from session_service.access import Actor
 from session_service.activities.cold import reload_workflow_id
-from session_service.errors import Conflict, Locked
+from session_service.errors import Conflict, Locked, Unprocessable
 from session_service.models import Permission, SessionRecord, Storage
 from session_service.operation_types import OffloadInput, OperationKind, ReloadInput
 from session_service.operations import OperationFailed, OperationService, Started
-from session_service.sessions import SessionService
+from session_service.sessions import SessionService, request_hash
 
 
 def offload_view(s: SessionRecord) -> dict[str, Any]:
@@ -64,14 +64,32 @@ class ColdService:
             summary=f"offload {session.name!r}",
         )
 
-    async def start_reload(self, actor: Actor, session_id: str) -> Started:
-        """By hand (``admin``): joins the reload in flight, if any; 409 for a live session."""
+    async def start_reload(self, actor: Actor, session_id: str, key: str | None) -> Started:
+        """By hand (``admin``): joins the reload in flight, if any; 409 for a live session.
+
+        The workflow id is the session's (one reload at a time), so an Idempotency-Key
+        names that id: a repeat gets the reload it started, even once the session is
+        live again (when a fresh request would be 409)."""
+        scope = actor.key_scope(f"op:{OperationKind.RELOAD.value}")
+        digest = request_hash({"session_id": session_id}, actor)
+        if key is not None:
+            found = await self.repo.find_idempotency_key(scope, key)
+            if found is not None:
+                if found[0] != digest:
+                    raise Unprocessable(
+                        f"Idempotency-Key {key!r} was already used with a different request; "
+                        "use a new key for a new request"
+                    )
+                handle = self.operations.client.get_workflow_handle(found[1])
+                return Started(found[1], OperationKind.RELOAD, handle)
         session = await self.sessions.load(actor, session_id, Permission.admin)
         wid = reload_workflow_id(session.id)
         if session.locked_by is not None and session.locked_by != wid:
             raise Locked(session.id, session.locked_by)
         if session.storage is Storage.live and session.locked_by is None:
             raise Conflict(f"session {session.id} is live; there is nothing to reload")
+        if key is not None:
+            await self.repo.claim_key(scope, key, digest, wid)
         return await self._reload(actor, session)
 
     async def _reload(self, actor: Actor, session: SessionRecord) -> Started:

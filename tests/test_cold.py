@@ -495,6 +495,13 @@ async def test_offload_honours_idempotency_keys_and_waits_for_exports(
     again = await offload(client, sid, **key)
     assert again.status_code == 200 and again.json() == first.json()
     assert again.headers["Operation-Id"] == first.headers["Operation-Id"]
+    reload_key = {"Idempotency-Key": f"r-{uuid.uuid4().hex}", "Prefer": "wait=60"}
+    back = await client.post(f"/sessions/{sid}/reload", headers=reload_key)
+    assert back.status_code == 200, back.text
+    repeat = await client.post(f"/sessions/{sid}/reload", headers=reload_key)
+    assert repeat.status_code == 200 and repeat.json() == back.json()  # not 409 "live"
+    assert repeat.headers["Operation-Id"] == back.headers["Operation-Id"]
+    assert (await client.post(f"/sessions/{sid}/reload")).status_code == 409  # a new request
     other = await client.post(
         f"/sessions/{make_other(sid)}/offload", headers={"Prefer": "wait=60", **key}
     )

@@ -17,6 +17,7 @@ the mark drops what was recreated: the session stays offloaded, its artifact kep
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from session_service.activities.cold import offload_artifact_key, part_key
@@ -39,8 +40,6 @@ with workflow.unsafe.imports_passed_through():
 
 
 def _refusal(message: str, type_: str) -> BaseException:
-    from temporalio.exceptions import ApplicationError
-
     return ApplicationError(message, type=type_, non_retryable=True)
 
 

@@ -82,9 +82,13 @@ async def offload_session(
 
 @router.post("/sessions/{session_id}/reload")
 async def reload_session(
-    session_id: str, runtime: RuntimeDep, actor: CurrentActor, prefer: PreferHeader = None
+    session_id: str,
+    runtime: RuntimeDep,
+    actor: CurrentActor,
+    key: IdempotencyKey,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
     """Bring an offloaded session's points back (a ``reload`` operation; ``admin``); joins
     the reload already in flight, if any."""
-    started = await runtime.cold.start_reload(actor, session_id)
+    started = await runtime.cold.start_reload(actor, session_id, key)
     return await respond(runtime.operations, started, runtime.settings, prefer)
