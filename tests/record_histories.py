@@ -114,3 +114,15 @@ async def test_record_cleanup(rstack: RetentionStack) -> None:  # noqa: F811
     assert r.status_code == 200, r.text
     assert r.json()["cleanup_stats"]["deleted_count"] == 2
     await save(rstack.runtime, "cleanup", r)
+
+
+async def test_record_offload_and_reload(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    s = await seeded(make, list(range(25)), tag="cold")
+    offloaded = await client.post(f"/sessions/{s['id']}/offload")
+    assert offloaded.status_code == 200, offloaded.text
+    reloaded = await client.post(f"/sessions/{s['id']}/reload")
+    assert reloaded.status_code == 200, reloaded.text
+    await save(runtime, "offload", offloaded)
+    await save(runtime, "reload", reloaded)

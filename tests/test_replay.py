@@ -16,7 +16,7 @@ from session_service.workflows import ALL_WORKFLOWS
 HERE = Path(__file__).resolve().parent / "histories"
 HISTORIES = sorted(p for p in HERE.glob("*.json") if p.name != "workflow_ids.json")
 WORKFLOW_IDS: dict[str, str] = json.loads((HERE / "workflow_ids.json").read_text())
-KINDS = {"merge", "split", "delete", "import", "export", "cleanup"}
+KINDS = {"merge", "split", "delete", "import", "export", "cleanup", "offload", "reload"}
 
 
 def test_every_kind_has_a_recorded_history() -> None:
