@@ -329,8 +329,8 @@ async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime:
         r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
         op = r.json()["id"]
         await gate.wait()
-        # marked, not dropped yet: reads see every point, writes wait their turn (409),
-        # stats writes go through
+        # marked, not dropped yet: reads see every point, points writes wait their turn
+        # (409), stats writes go through
         assert (await c.get(f"/sessions/{sid}")).json()["storage"] == "offloaded"
         assert len(await every_point(c, sid)) == 25
         q = await c.post(f"/sessions/{sid}/points/query", json={"vector": [0.0] * 8, "limit": 3})
@@ -342,6 +342,9 @@ async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime:
         assert (
             await c.put(f"/sessions/{sid}/stats", json={"urls_processed": 1})
         ).status_code == 200
+        # so do metadata writes (an offload moves points, nothing else)
+        renamed = await c.put(f"/sessions/{sid}", json={"name": "renamed", "metadata": {"k": 1}})
+        assert renamed.status_code == 200 and renamed.json()["storage"] == "offloaded"
         release.set()
         done = await ops_stack.wait(op, "succeeded", "failed")
     assert done["status"] == "succeeded", done

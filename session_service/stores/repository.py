@@ -109,8 +109,9 @@ def _record(row: asyncpg.Record) -> SessionRecord:
     )
 
 
-# Cold-session operations (offload, reload) move a session's points, not its counters:
-# stats and model-usage writes go through while they hold it (API.md section G).
+# Cold-session operations (offload, reload) move a session's points and nothing else:
+# writes of its metadata (fields, status, sharing), counters and model usage go through
+# while they hold it (API.md section G: they never wait); points writes still wait.
 _STORAGE_HOLDERS = "(locked_by IS NULL OR locked_by LIKE 'offload-%' OR locked_by LIKE 'reload-%')"
 
 
@@ -339,7 +340,14 @@ class SessionRepository:
         if not parts:
             parts.append("name = name")
         async with self.pool.acquire() as conn, conn.transaction():
-            await self._mutate(session_id, ", ".join(parts), args, if_version=if_version, conn=conn)
+            await self._mutate(
+                session_id,
+                ", ".join(parts),
+                args,
+                if_version=if_version,
+                conn=conn,
+                storage_ops_ok=True,
+            )
             return await self.get(session_id, conn)
 
     async def increment_stats(
@@ -376,7 +384,7 @@ class SessionRepository:
         )
 
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
-        await self._mutate(session_id, "status = $2", [status.value])
+        await self._mutate(session_id, "status = $2", [status.value], storage_ops_ok=True)
 
     async def touch(self, session_id: str) -> None:
         """Record activity (points written) without changing anything else."""
@@ -392,6 +400,7 @@ class SessionRepository:
                 "status = CASE WHEN status = 'deleted' THEN status ELSE 'shared' END",
                 [],
                 conn=conn,
+                storage_ops_ok=True,
             )
             await conn.executemany(
                 """INSERT INTO collaborators (session_id, user_id, permissions)
@@ -407,7 +416,7 @@ class SessionRepository:
         changes nothing: the version bump is rolled back."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                await self._mutate(session_id, "name = name", [], conn=conn)
+                await self._mutate(session_id, "name = name", [], conn=conn, storage_ops_ok=True)
                 deleted = await conn.fetchval(
                     """DELETE FROM collaborators WHERE session_id = $1 AND user_id = $2
                        RETURNING user_id""",
