@@ -428,6 +428,8 @@ class ImportPointsInput(BaseModel):
     collection: str
     batch_size: int
     verify: bool = False  # one pass: check every line and the trailer while importing
+    # a reload (section G): the trailer's SHA-256 must be the one recorded at the offload
+    expect_sha256: str | None = None
 
 
 class FinishImportInput(BaseModel):

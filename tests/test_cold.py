@@ -284,6 +284,29 @@ async def test_a_corrupted_artifact_fails_the_reload_cleanly(
     assert not await runtime.vectors.exists(name)  # what was recreated is gone again
 
 
+async def test_another_valid_artifact_in_its_place_fails_the_reload(
+    client: httpx.AsyncClient, make: Factory, runtime: Runtime
+) -> None:
+    """Same count, a trailer that checks out: only the SHA-256 recorded at the offload
+    tells the file is not the session's."""
+    a, b = await cold_session(make, 30), await cold_session(make, 30)
+    await client.put(
+        f"/sessions/{b['id']}/points",
+        json={"points": [{"id": 1, "vector": [9.0] * 8, "payload": {"other": True}}]},
+    )
+    for s in (a, b):
+        assert (await offload(client, s["id"])).status_code == 200
+    ra, rb = await runtime.repo.get(a["id"]), await runtime.repo.get(b["id"])
+    assert ra.artifact and rb.artifact and ra.artifact.sha256 != rb.artifact.sha256
+    path = runtime.artifacts.path(ra.artifact.key)
+    path.write_bytes(runtime.artifacts.path(rb.artifact.key).read_bytes())
+    r = await client.get(f"/sessions/{a['id']}/points", headers={"Prefer": "wait=60"})
+    assert r.status_code == 422 and "recorded" in r.json()["detail"], r.text
+    after = await runtime.repo.get(a["id"])
+    assert after.storage.value == "offloaded" and after.artifact == ra.artifact
+    assert not await runtime.vectors.exists(a["qdrant_collection_name"])
+
+
 async def test_a_failed_offload_leaves_the_session_live(
     ops_stack: OpsStack, runtime: Runtime
 ) -> None:

@@ -348,8 +348,9 @@ class TransferSteps:
         call: asyncio.Future[int] | None = None
         try:
             with _refusals():
+                checked = fmt.CheckedPoints(raw, self.limits, stop, skip=done)
                 points: Iterator[PointTuple] = (
-                    iter(fmt.CheckedPoints(raw, self.limits, stop, skip=done))
+                    iter(checked)
                     if inp.verify
                     else fmt.iter_points(raw, skip=done, limits=self.limits)
                 )
@@ -365,6 +366,13 @@ class TransferSteps:
                     done += n
                     points_moved(n)
                     activity.heartbeat(done)
+                if inp.verify and inp.expect_sha256 is not None:
+                    found = checked.header.sha256 if checked.header else None
+                    if found != inp.expect_sha256:
+                        raise fmt.InvalidArtifact(
+                            f"the artifact's SHA-256 {found} is not the one recorded when it "
+                            f"was written ({inp.expect_sha256}): another or altered file"
+                        )
         finally:
             stop.set()  # a cancelled wait leaves the engine's thread reading: stop it,
             if call is not None:  # and wait for it before closing the file under it
