@@ -143,6 +143,7 @@ class ReloadWorkflow(SagaWorkflow):
                     collection=held.collection,
                     batch_size=inp.options.batch_size,
                     verify=True,
+                    expect_sha256=held.artifact_sha256,
                 ),
                 int,
                 long=True,
