@@ -427,6 +427,8 @@ async def test_retention_offloads_archived_sessions_and_dry_run_lists_them(
     for name in ("archived_5", "active_40", "held_40"):
         assert (await repo.get(ids[name])).storage.value == "live", name
     # the operator's listing shows it, with the artifact's size
+    bad = await rstack.client.get("/sessions/offloaded", params={"after": "nope"})
+    assert bad.status_code == 422
     listed = (await rstack.client.get("/sessions/offloaded")).json()
     [row] = [x for x in listed if x["session_id"] == ids["archived_40"]]
     assert row["points"] == 35 and row["size_bytes"] == cold.artifact.size_bytes > 0

@@ -4,6 +4,7 @@ and the first use that brings an offloaded session back before a request needs i
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse
 from session_service.access import Actor, rank
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.prefer import awaited, parse_prefer, respond
-from session_service.errors import Offloaded
+from session_service.errors import Offloaded, Unprocessable
 from session_service.models import MAX_PAGE
 from session_service.runtime import Runtime
 
@@ -54,7 +55,15 @@ async def list_offloaded(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Offloaded sessions the caller can read, in id order, with their artifacts' sizes."""
+    """Offloaded sessions the caller can read, in id order, with their artifacts' sizes;
+    ``after``: the last ``session_id`` of the previous page."""
+    if after is not None:
+        try:
+            after = str(uuid.UUID(after))
+        except ValueError:
+            raise Unprocessable(
+                "after must be a session id (the last of the previous page)"
+            ) from None
     items = await runtime.cold.offloaded(limit, after)
     if actor.trusted:
         return items
