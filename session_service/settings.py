@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     op_batches_per_call: int = Field(default=16, ge=1, le=1000)
     op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     op_maximum_attempts: int = Field(default=5, ge=1)
+    worker_shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long the worker lets activities in flight finish (a "
+        "copy step stops at its next batch and reports) before cancelling them",
+    )
     vector_open_shards: int = Field(
         default=64,
         ge=1,
