@@ -69,12 +69,33 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         if not with_worker:
             _freeze_startup_heap()
             await server.serve()
+            log.info("api stopped")
             return
+        # Stop order on SIGTERM: the API stops taking requests and finishes those in
+        # flight (whose operations still have the worker), then the worker drains, then
+        # the stores close.
         async with await worker_for(runtime):
             _freeze_startup_heap()
             await server.serve()
+            log.info("api stopped")
+            _draining(settings)
+        log.info("worker stopped")
     finally:
         await runtime.close()
+        log.info("stores closed")
+
+
+def _draining(settings: Settings) -> None:
+    """Say that the worker drains, and keep a repeated signal from killing the process
+    meanwhile: the drain is bounded by the grace period, and a killed process would leave
+    its activities to time out and be retried."""
+    grace = settings.worker_shutdown_grace_seconds
+    log.info("worker draining", grace_seconds=grace)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(
+            sig, lambda: log.warning("already stopping: the worker drains", grace_seconds=grace)
+        )
 
 
 async def _work(settings: Settings) -> None:
@@ -91,8 +112,11 @@ async def _work(settings: Settings) -> None:
             _freeze_startup_heap()
             log.info("worker polling", task_queue=settings.temporal_task_queue)
             await stop.wait()
+            _draining(settings)
+        log.info("worker stopped")
     finally:
         await runtime.close()
+        log.info("stores closed")
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

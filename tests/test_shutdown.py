@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +25,7 @@ from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.worker import build_worker
 from tests.conftest import OpsStack
+from tests.test_dev_stack import DevStack, wait_gone
 from tests.test_operations import point_ids, seeded
 
 
@@ -189,3 +194,132 @@ async def test_a_step_cancelled_when_the_grace_runs_out_resumes_from_its_last_ba
     assert steps[0].attempt == 2, steps
     assert steps[0].result is not None and steps[0].result["resumed_from"] == 70, steps
     assert op["progress"]["points_done"] == 500
+
+
+# `session-service dev` as a real process tree, stopped by SIGTERM in the middle of a copy
+
+
+def events(log: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of a dev stack (``LOG_FORMAT=json``), in order."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[DevStack]:
+    s = DevStack(tmp_path / "data")
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        s.kill_group(signal.SIGKILL)
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_copy_drains_and_the_merge_finishes_after_restart_without_repeats(
+    dev: DevStack,
+) -> None:
+    """SIGTERM to the whole process group (Ctrl-C, a supervisor): the embedded Postgres and
+    Temporal don't take it, the parent stops them after the API stopped and the worker
+    drained; the copy step in flight reports, and after a restart the merge completes with
+    every point once and no copy step run twice."""
+    env = {
+        "LOG_FORMAT": "json",
+        "OP_BATCH_SIZE": "10",
+        "OP_BATCHES_PER_CALL": "1000",  # a source of 10,000 points is one long copy step
+    }
+    dev.start(**env)
+    per_source = 30_000  # 3 copy steps a source, back to back
+    with httpx.Client(base_url=dev.url, timeout=60) as c:
+        ids = []
+        for lo in (0, per_source):
+            sid = c.post(
+                "/sessions", json={"name": f"src-{lo}", "configuration": {"vector_size": 4}}
+            ).json()["id"]
+            ids.append(sid)
+            for start in range(lo, lo + per_source, 1000):
+                pts = [
+                    {"id": i, "vector": [1.0, 0.5, 0.25, float(i % 7)]}
+                    for i in range(start, start + 1000)
+                ]
+                assert c.put(f"/sessions/{sid}/points", json={"points": pts}).status_code == 200
+        r = c.post(
+            "/sessions/merge", json={"source_session_ids": ids}, headers={"Prefer": "respond-async"}
+        )
+        assert r.status_code == 202, r.text
+        op_id = r.json()["id"]
+        target = r.json()["session_ids"][-1]
+
+    # SIGTERM while the merge copies. The drain may begin in the few milliseconds between
+    # two copy steps (nothing in flight then): stop it again after the restart.
+    order = ["api stopped", "worker draining", "copy paused for worker shutdown"]
+    order += ["worker stopped", "stores closed", "stopped"]
+    copied = 0
+    for _ in range(3):
+        seen_before = len(events(dev.log))
+        with httpx.Client(base_url=dev.url, timeout=60) as c:
+            deadline = time.monotonic() + 120
+            while True:  # copying goes on
+                got = c.get(f"/sessions/{target}/collection")
+                now = got.json().get("points_count", 0) if got.status_code == 200 else 0
+                if now > copied:
+                    break
+                assert time.monotonic() < deadline, c.get(f"/operations/{op_id}").json()
+                time.sleep(0.02)
+        copied = now
+        assert copied < 2 * per_source, "the merge ended before SIGTERM: make it bigger"
+        procs = dev.tree()
+        assert dev.proc is not None
+        os.killpg(dev.proc.pid, signal.SIGTERM)
+        assert dev.proc.wait(120) == 0, dev.log.read_text()[-3000:]
+        assert wait_gone(procs) == []
+        said = [e.get("event") for e in events(dev.log)[seen_before:]]
+        if "copy paused for worker shutdown" in said:
+            assert [e for e in said if e in order] == order, said[-30:]
+            break
+        assert [e for e in said if e in order] == [e for e in order if "copy" not in e]
+        dev.start(**env)
+    else:
+        raise AssertionError("no SIGTERM found a copy step in flight")
+
+    dev.start(**env)
+    with httpx.Client(base_url=dev.url, timeout=60) as c:
+        deadline = time.monotonic() + 240
+        while (op := c.get(f"/operations/{op_id}").json())["status"] == "running":
+            assert time.monotonic() < deadline, op
+            time.sleep(0.2)
+        assert op["status"] == "succeeded", op
+        merged = op["result"]
+        assert merged["metadata"]["merged_point_count"] == 2 * per_source
+        seen: list[int] = []
+        offset = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if offset is not None:
+                params["offset"] = offset
+            page = c.get(f"/sessions/{merged['id']}/points", params=params).json()
+            seen += [p["id"] for p in page["points"]]
+            offset = page["next_offset"]
+            if offset is None:
+                break
+        assert sorted(seen) == list(range(2 * per_source))  # each point once
+        assert op["progress"]["points_done"] == 2 * per_source
+        assert op["progress"]["resumed_from_checkpoint"] == 0
+
+    address = [e["address"] for e in events(dev.log) if e.get("event") == "temporal ready"][-1]
+
+    async def steps() -> list[CopyAttempt]:
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        return await copy_steps(client, op_id)
+
+    # the restarted stack's Temporal holds the history of every attempt
+    copies = asyncio.run(steps())
+    assert len(copies) >= 7, copies  # 6 steps, one of them split by the stop
+    assert [s.attempt for s in copies] == [1] * len(copies), copies
+    assert sum(s.result["read"] for s in copies if s.result) == 2 * per_source
