@@ -100,10 +100,10 @@ async def long_steps(settings: Settings, runtime: Runtime) -> AsyncIterator[OpsS
         yield OpsStack(rt, c)
 
 
-def worker_on(stack: OpsStack, vectors: Any, grace: float) -> Any:
+def worker_on(stack: OpsStack, vectors: Any, grace: float, client: Client | None = None) -> Any:
     rt = stack.runtime
     return build_worker(
-        rt.temporal,
+        client or rt.temporal,
         rt.settings.temporal_task_queue,
         rt.repo,
         vectors,
@@ -146,6 +146,56 @@ async def test_a_stopping_worker_ends_its_copy_step_at_a_batch_and_nothing_is_co
 
     steps = await copy_steps(runtime.temporal, op_id)
     # no attempt was cancelled and retried: every batch was copied once
+    assert [s.attempt for s in steps] == [1] * len(steps), steps
+    assert sum(s.result["read"] for s in steps if s.result) == 600
+    assert op["progress"]["points_done"] == 600
+    assert op["progress"]["resumed_from_checkpoint"] == 0
+
+
+async def test_a_rolling_restart_of_the_workers_during_a_merge_loses_nothing(
+    long_steps: OpsStack, runtime: Runtime
+) -> None:
+    """A deploy replaces the workers one by one (the new one starts, then the old one
+    drains), twice, while a merge copies: the merge succeeds with every point once and
+    no copy attempt lost."""
+    c, make = long_steps.client, long_steps.make
+    a = await seeded(make, list(range(0, 300)), tag="a")
+    b = await seeded(make, list(range(200, 500)), tag="b")
+    slow = SlowCopies(runtime.vectors, delay=0.05)
+    old = worker_on(long_steps, slow, grace=1.0)
+    old_run = asyncio.create_task(old.run())
+    r = await c.post(
+        "/sessions/merge",
+        json={"source_session_ids": [a["id"], b["id"]]},
+        headers={"Prefer": "respond-async"},
+    )
+    op_id = r.json()["id"]
+    for _ in range(2):  # two generations replaced while the merge runs
+        await asyncio.wait_for(slow.copying.wait(), 30)
+        slow.copying.clear()
+        slow.pages = 0
+        # a new worker is a new process with its own connection (one process may not
+        # run two workers of one task queue on one client)
+        own = await Client.connect(
+            runtime.temporal.service_client.config.target_host,
+            namespace=runtime.temporal.namespace,
+        )
+        new = worker_on(long_steps, slow, grace=1.0, client=own)
+        new_run = asyncio.create_task(new.run())
+        await old.shutdown()
+        await old_run
+        old, old_run = new, new_run
+    try:
+        op = await long_steps.wait(op_id, "succeeded", "failed", timeout=90)
+    finally:
+        await old.shutdown()
+        await old_run
+    assert op["status"] == "succeeded", op
+    merged = op["result"]
+    assert sorted(await point_ids(c, merged["id"])) == list(range(500))
+    assert merged["metadata"]["merged_point_count"] == 500
+    assert merged["metadata"]["merge_collisions"] == 100
+    steps = await copy_steps(runtime.temporal, op_id)
     assert [s.attempt for s in steps] == [1] * len(steps), steps
     assert sum(s.result["read"] for s in steps if s.result) == 600
     assert op["progress"]["points_done"] == 600
