@@ -31,6 +31,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
@@ -444,10 +445,10 @@ async def test_postgres_init_script_gives_temporal_a_role_of_its_own(
         finally:
             await conn.close()
 
-    async def as_role(db: str) -> None:
+    async def as_role(db: str, sql: str = "CREATE TABLE schema_probe (id int)") -> None:
         conn = await asyncpg.connect(host=host, port=port, user=role, database=db)
         try:
-            await conn.execute("CREATE TABLE schema_probe (id int)")
+            await conn.execute(sql)
         finally:
             await conn.close()
 
@@ -484,8 +485,9 @@ async def test_postgres_init_script_gives_temporal_a_role_of_its_own(
             f"SELECT pg_get_userbyid(datdba) AS o FROM pg_database WHERE datname = '{db}'"
         )
         assert owner["o"] == role
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await as_role(app_db)  # the app's data is out of Temporal's reach
+    # The app's database is out of Temporal's reach: not even a connection.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
+        await as_role(app_db, "SELECT 1")
 
     without = {k: v for k, v in env.items() if k != "TEMPORAL_DB_PASSWORD"}
     run = subprocess.run(["sh", str(script)], env=without, capture_output=True, text=True)
@@ -547,19 +549,18 @@ async def test_namespace_job_prepares_a_fresh_cluster_for_an_api_started_first(
         "SEARCH_ATTRIBUTES": job["SEARCH_ATTRIBUTES"],
     }
     script = ROOT / "deploy" / "temporal" / "setup-namespace.sh"
+    client = await Client.connect(bare_temporal)
+    stated = timedelta(seconds=duration_seconds(env["TEMPORAL_NAMESPACE_RETENTION"]))
     for _ in range(2):  # a second `up` runs it again: nothing changes, it still succeeds
         run = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
         assert f"namespace {namespace} ready" in run.stdout
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+        assert described.config.workflow_execution_retention_ttl.ToTimedelta() == stated
 
     client = await Client.connect(bare_temporal, namespace=namespace)
-    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-
-    described = await client.workflow_service.describe_namespace(
-        DescribeNamespaceRequest(namespace=namespace)
-    )
-    retention = described.config.workflow_execution_retention_ttl.ToTimedelta()
-    assert retention == timedelta(seconds=duration_seconds(env["TEMPORAL_NAMESPACE_RETENTION"]))
 
     # What the API does on a merge, with no worker anywhere yet: the start is accepted.
     handle = await client.start_workflow(
