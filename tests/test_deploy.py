@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import asyncpg
@@ -343,25 +343,39 @@ def test_dockerfile_installs_the_lock_and_checks_liveness() -> None:
 # -- requirements.lock ----------------------------------------------------------------
 
 
-def parse_lock() -> dict[str, tuple[Requirement, list[str]]]:
-    """`name==version [; marker]` lines of the lock, each with its `--hash` options."""
+ROOT_VIA = "session-service (pyproject.toml)"
+
+
+class Locked(NamedTuple):
+    req: Requirement
+    hashes: list[str]
+    via: set[str]  # what pulls it in: locked names, or ROOT_VIA for pyproject itself
+
+
+def parse_lock() -> dict[str, Locked]:
+    """`name==version [; marker]` blocks of the lock, each with its `--hash` options and
+    its `# via` annotations."""
     text = (ROOT / "requirements.lock").read_text()
-    entries: dict[str, tuple[Requirement, list[str]]] = {}
+    entries: dict[str, Locked] = {}
     for block in re.split(r"\n(?=\S)", text):
-        lines = [line for line in block.splitlines() if not line.lstrip().startswith("#")]
-        if not lines:
+        lines = block.splitlines()
+        if not lines or lines[0].startswith("#"):
             continue
         spec = lines[0].rstrip(" \\")
         hashes = re.findall(r"--hash=(\S+)", " ".join(lines[1:]))
+        notes = [line.strip().lstrip("#").strip() for line in lines if line.lstrip()[:1] == "#"]
+        via = {n.removeprefix("via").strip() for n in notes} - {""}
         req = Requirement(spec)
         name = canonicalize_name(req.name)
         assert name not in entries, f"{name} locked twice"
-        entries[name] = (req, hashes)
+        entries[name] = Locked(
+            req, hashes, {v if v == ROOT_VIA else canonicalize_name(v) for v in via}
+        )
     return entries
 
 
 @pytest.fixture(scope="module")
-def lock() -> dict[str, tuple[Requirement, list[str]]]:
+def lock() -> dict[str, Locked]:
     return parse_lock()
 
 
@@ -371,16 +385,16 @@ def project() -> dict[str, Any]:
     return data
 
 
-def locked_version(entry: tuple[Requirement, list[str]]) -> Version:
-    (spec,) = entry[0].specifier
+def locked_version(entry: Locked) -> Version:
+    (spec,) = entry.req.specifier
     return Version(spec.version)
 
 
 def test_every_lock_entry_is_an_exact_pin_with_hashes(
-    lock: dict[str, tuple[Requirement, list[str]]],
+    lock: dict[str, Locked],
 ) -> None:
     assert lock
-    for name, (req, hashes) in lock.items():
+    for name, (req, hashes, _) in lock.items():
         assert [s.operator for s in req.specifier] == ["=="], f"{name}: {req}"
         assert "*" not in str(req.specifier), f"{name}: {req}"
         assert hashes, f"{name} has no hash"
@@ -389,7 +403,7 @@ def test_every_lock_entry_is_an_exact_pin_with_hashes(
 
 
 def test_lock_pins_every_runtime_dependency_within_pyproject(
-    lock: dict[str, tuple[Requirement, list[str]]], project: dict[str, Any]
+    lock: dict[str, Locked], project: dict[str, Any]
 ) -> None:
     for line in project["dependencies"]:
         wanted = Requirement(line)
@@ -402,18 +416,29 @@ def test_lock_pins_every_runtime_dependency_within_pyproject(
         )
 
 
-def test_lock_leaves_out_the_dev_and_embedded_extras(
-    lock: dict[str, tuple[Requirement, list[str]]], project: dict[str, Any]
+def test_lock_holds_the_runtime_closure_and_nothing_else(
+    lock: dict[str, Locked], project: dict[str, Any]
 ) -> None:
+    """Every locked package is pulled in, directly or through other locked packages, by
+    pyproject's runtime dependencies; the dev and embedded extras only when a runtime
+    package needs them too (h2 needs hpack, say)."""
+    reached, todo = set(), [ROOT_VIA]
+    while todo:
+        parent = todo.pop()
+        for name, entry in lock.items():
+            if parent in entry.via and name not in reached:
+                reached.add(name)
+                todo.append(name)
+    assert set(lock) == reached, f"in the lock for no runtime reason: {set(lock) - reached}"
     extras = project["optional-dependencies"]
     for line in extras["embedded"] + extras["dev"]:
         name = canonicalize_name(Requirement(line).name)
-        if name != "session-service":
-            assert name not in lock, f"{name} is a dev/embedded extra, not for the image"
+        if name in lock:
+            assert ROOT_VIA not in lock[name].via and lock[name].via <= set(lock), name
 
 
 def test_locked_qdrant_client_accepts_the_compose_qdrant_server(
-    compose: dict[str, Any], lock: dict[str, tuple[Requirement, list[str]]]
+    compose: dict[str, Any], lock: dict[str, Locked]
 ) -> None:
     """qdrant-client's own check: same major, minor versions at most one apart."""
     client = locked_version(lock["qdrant-client"])
