@@ -430,6 +430,9 @@ def test_lock_holds_the_runtime_closure_and_nothing_else(
                 reached.add(name)
                 todo.append(name)
     assert set(lock) == reached, f"in the lock for no runtime reason: {set(lock) - reached}"
+    direct = {canonicalize_name(Requirement(line).name) for line in project["dependencies"]}
+    stale = {name for name, entry in lock.items() if ROOT_VIA in entry.via} - direct
+    assert not stale, f"locked as pyproject dependencies, which they no longer are: {stale}"
     extras = project["optional-dependencies"]
     for line in extras["embedded"] + extras["dev"]:
         name = canonicalize_name(Requirement(line).name)
