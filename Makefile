@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint bench bench-edge clean
+.PHONY: install run test lint lock bench bench-edge clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ lint: install
 	$(BIN)/ruff check session_service tests bench
 	$(BIN)/ruff format --check session_service tests bench
 	$(BIN)/mypy
+
+# requirements.lock, the production image's dependencies: pyproject's runtime
+# dependencies resolved for the image's Python (3.11 on Linux), exact versions and the
+# SHA-256 of every file. Run after changing a dependency in pyproject.toml; add
+# --upgrade (make lock ARGS=--upgrade) to move pins within pyproject's ranges.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux \
+		--generate-hashes --custom-compile-command "make lock" --quiet \
+		--output-file requirements.lock $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.api $(ARGS)

@@ -1,0 +1,13 @@
+"""Thin, idempotent units of work: each a call or two into the stores.
+
+Activities are methods of classes that receive their clients, so the worker
+builds them once and a test can replace one method by name to inject a fault.
+"""
+
+from session_service.activities.index import IndexSteps
+from session_service.activities.points import PointSteps
+from session_service.activities.retention import RetentionSteps
+from session_service.activities.sessions import SessionSteps
+from session_service.activities.transfer import TransferSteps
+
+__all__ = ["IndexSteps", "PointSteps", "RetentionSteps", "SessionSteps", "TransferSteps"]

@@ -1,0 +1,140 @@
+"""Postgres steps of the sagas: lock, create, finish, discard, delete (one or a batch)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from session_service.activities.errors import business_errors
+from session_service.models import SessionModel
+from session_service.operation_types import (
+    DeleteRowInput,
+    DeleteRowsInput,
+    DiscardInput,
+    FinishMergeInput,
+    FinishSplitInput,
+    HeldSession,
+    HoldInput,
+    HoldResult,
+    LockInput,
+    LockResult,
+    NewSessionInput,
+    SessionSnapshot,
+    UnlockInput,
+)
+from session_service.stores.repository import SessionRepository
+from session_service.stores.vector_store import VectorStore, collection_name_for
+
+
+class SessionSteps:
+    def __init__(self, repo: SessionRepository, vectors: VectorStore) -> None:
+        self.repo = repo
+        self.vectors = vectors
+
+    @activity.defn(name="lock_sessions")
+    async def lock_sessions(self, inp: LockInput) -> LockResult:
+        with business_errors():
+            records = await self.repo.lock(
+                inp.operation_id,
+                inp.session_ids,
+                same_vectors=inp.same_vectors,
+                allow_deleted=inp.allow_deleted,
+            )
+        return LockResult(
+            sessions=[
+                SessionSnapshot(
+                    id=r.id,
+                    collection=r.qdrant_collection_name,
+                    vector_size=r.configuration.vector_size,
+                    distance=r.configuration.distance.value,
+                    status=r.status.value,
+                    owner_id=r.owner_id,
+                )
+                for r in records
+            ]
+        )
+
+    @activity.defn(name="unlock_sessions")
+    async def unlock_sessions(self, inp: UnlockInput) -> None:
+        await self.repo.unlock(inp.operation_id, inp.session_ids)
+
+    @activity.defn(name="create_session")
+    async def create_session(self, inp: NewSessionInput) -> None:
+        """Row (held by the operation) and collection; both "create if missing"."""
+        async with self.repo.pool.acquire() as conn:
+            await self.repo.insert(
+                conn,
+                session_id=inp.session_id,
+                name=inp.name,
+                description=inp.description,
+                owner_id=inp.owner_id,
+                configuration=inp.configuration,
+                tags=inp.tags,
+                metadata=inp.metadata,
+                collection_name=collection_name_for(inp.session_id),
+                locked_by=inp.operation_id,
+            )
+        await self.vectors.ensure_collection(
+            collection_name_for(inp.session_id),
+            inp.configuration.vector_size,
+            inp.configuration.distance.value,
+        )
+
+    @activity.defn(name="discard_session")
+    async def discard_session(self, inp: DiscardInput) -> None:
+        """Undo of create_session: collection and row gone, if present and still ours."""
+        await self.vectors.drop_collection(collection_name_for(inp.session_id))
+        await self.repo.delete_held(inp.operation_id, inp.session_id)
+
+    @activity.defn(name="finish_merge")
+    async def finish_merge(self, inp: FinishMergeInput) -> SessionModel:
+        record = await self.repo.finish_merge(
+            inp.operation_id,
+            inp.target_id,
+            inp.source_ids,
+            archive_sources=inp.archive_sources,
+            tags=inp.tags,
+            point_count=inp.point_count,
+            collisions=inp.collisions,
+        )
+        return record.public()
+
+    @activity.defn(name="finish_split")
+    async def finish_split(self, inp: FinishSplitInput) -> None:
+        await self.repo.finish_split(
+            inp.operation_id,
+            inp.source_id,
+            [(p.session_id, p.points) for p in inp.parts],
+            removed_points=inp.removed_points,
+            archive_original=inp.archive_original,
+        )
+
+    @activity.defn(name="delete_session_row")
+    async def delete_session_row(self, inp: DeleteRowInput) -> None:
+        await self.repo.delete_held(inp.operation_id, inp.session_id)
+
+    @activity.defn(name="hold_for_delete")
+    async def hold_for_delete(self, inp: HoldInput) -> HoldResult:
+        """A batch delete holds what it can: a session held elsewhere is left to its holder."""
+        held, others, missing = await self.repo.hold_unheld(inp.operation_id, inp.session_ids)
+        return HoldResult(
+            sessions=[HeldSession(id=sid, collection=name) for sid, name in held],
+            held_by_others=others,
+            missing=missing,
+        )
+
+    @activity.defn(name="delete_session_rows")
+    async def delete_session_rows(self, inp: DeleteRowsInput) -> None:
+        await self.repo.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)
+
+    def all(self) -> list[object]:
+        return [
+            self.lock_sessions,
+            self.unlock_sessions,
+            self.create_session,
+            self.discard_session,
+            self.finish_merge,
+            self.finish_split,
+            self.delete_session_row,
+            self.hold_for_delete,
+            self.delete_session_rows,
+        ]

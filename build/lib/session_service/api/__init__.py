@@ -1,0 +1,1 @@
+"""HTTP only: routing, request/response models, identity, problem+json, workflow starts."""

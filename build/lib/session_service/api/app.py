@@ -1,0 +1,73 @@
+"""The FastAPI application factory: clients opened in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from session_service import __version__
+from session_service.api import problems
+from session_service.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    EdgeMiddleware,
+    RequestContextMiddleware,
+)
+from session_service.api.routes import (
+    compare,
+    counters,
+    exports,
+    health,
+    operations,
+    points,
+    policy,
+    sessions,
+)
+from session_service.metrics import MetricsMiddleware
+from session_service.runtime import Runtime
+from session_service.settings import Settings
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. With ``runtime`` given (tests, ``dev``) the caller owns its clients."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        owned = await Runtime.open(settings)
+        app.state.runtime = owned
+        try:
+            yield
+        finally:
+            await owned.close()
+
+    app = FastAPI(
+        title="Session service",
+        version=__version__,
+        description="Sessions of the Tab Organizer platform: metadata in Postgres, "
+        "vectors in Qdrant, long operations as Temporal workflows.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    problems.install(app)
+    counters.install(app)  # the hot writes, matched first
+    app.include_router(health.router)
+    # Static /sessions/... paths first, so that /sessions/{id} does not shadow them.
+    app.include_router(policy.router)
+    app.include_router(compare.router)
+    app.include_router(operations.router)
+    app.include_router(exports.router)
+    app.include_router(sessions.router)
+    app.include_router(points.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health", "/metrics"})
+    app.add_middleware(EdgeMiddleware)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    return app

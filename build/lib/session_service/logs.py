@@ -1,0 +1,64 @@
+"""Logs as events: JSON lines in production, readable lines in ``dev``.
+
+Every record, ours or a library's (uvicorn, temporalio, asyncpg), goes through
+structlog, so request ids, operation ids and session ids bound in context
+vars appear on whatever is logged while they apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def configure(*, json_logs: bool, level: str = "INFO") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if json_logs else _keep,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _keep(_: Any, __: str, event: Any) -> Any:
+    return event
+
+
+def get(name: str) -> Any:
+    return structlog.get_logger(name)
+
+
+bind = structlog.contextvars.bind_contextvars
+unbind = structlog.contextvars.reset_contextvars  # with the tokens ``bind`` returned
+bound = structlog.contextvars.bound_contextvars

@@ -1,0 +1,80 @@
+"""The retention policy: stored in Postgres, scheduled in Temporal, run on demand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client
+
+from session_service import schedule
+from session_service.access import Actor
+from session_service.errors import Forbidden
+from session_service.models import RetentionPolicy
+from session_service.operation_types import OperationKind, RetentionInput, RetentionRules
+from session_service.operations import OperationService, Started
+from session_service.settings import Settings
+from session_service.stores.repository import SessionRepository
+
+DESCRIPTION = (
+    "Active or shared sessions inactive for auto_archive_inactive_days are archived; "
+    "archived or deleted sessions older than auto_delete_archived_days are deleted permanently; "
+    "sessions older than max_age_days are archived; an owner's active sessions beyond the "
+    "max_sessions_per_user most recently used are archived. Runs on `schedule` (cron, UTC) "
+    "when `enabled`."
+)
+
+
+def rules_of(policy: RetentionPolicy) -> RetentionRules:
+    return RetentionRules.model_validate(policy.model_dump(exclude={"schedule", "enabled"}))
+
+
+class RetentionService:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        repo: SessionRepository,
+        operations: OperationService,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.repo = repo
+        self.operations = operations
+
+    async def view(self) -> dict[str, Any]:
+        policy = await self.repo.get_policy()
+        sched = await schedule.describe(self.client, self.settings)
+        sched["cron"] = policy.schedule
+        return {
+            "retention_policy": policy.model_dump(mode="json"),
+            "description": DESCRIPTION,
+            "schedule": sched,
+        }
+
+    async def replace(self, actor: Actor, policy: RetentionPolicy) -> RetentionPolicy:
+        if not actor.trusted:
+            raise Forbidden(
+                "the retention policy is platform-wide: only trusted services "
+                "(no X-User-Id) may change it"
+            )
+        await self.repo.put_policy(policy)
+        await schedule.apply(self.client, self.settings, policy)
+        return policy
+
+    async def start_cleanup(
+        self, actor: Actor, policy: RetentionPolicy, dry_run: bool, key: str | None
+    ) -> Started:
+        if not actor.trusted:
+            raise Forbidden("cleanup sweeps every session: only trusted services may run it")
+        body = {"policy": policy.model_dump(mode="json"), "dry_run": dry_run}
+        arg = RetentionInput(rules=rules_of(policy), dry_run=dry_run)
+        return await self.operations.start_keyed(
+            OperationKind.CLEANUP,
+            actor,
+            key,
+            body,
+            arg,
+            session_ids=[],
+            owner_id=None,
+            summary="retention sweep" + (" (dry run)" if dry_run else ""),
+        )

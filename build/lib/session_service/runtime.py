@@ -1,0 +1,97 @@
+"""The process's clients, opened once in the app's lifespan (or by a test) and closed in order."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, TelemetryConfig
+from temporalio.runtime import Runtime as TemporalRuntime
+
+from session_service.operations import OperationService
+from session_service.retention import RetentionService
+from session_service.sessions import SessionService
+from session_service.settings import Settings
+from session_service.stores import migrate
+from session_service.stores.artifacts import DirectoryStore
+from session_service.stores.repository import SessionRepository, create_pool
+from session_service.stores.vector_store import VectorStore, open_vector_store
+from session_service.transfer import TransferService
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    vectors: VectorStore
+    temporal: Client
+    sdk_metrics: str | None = None  # where the Temporal SDK serves its metrics
+    repo: SessionRepository = field(init=False)
+    sessions: SessionService = field(init=False)
+    operations: OperationService = field(init=False)
+    retention: RetentionService = field(init=False)
+    artifacts: DirectoryStore = field(init=False)
+    transfers: TransferService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.artifacts = DirectoryStore(self.settings.artifact_dir)
+        self.repo = SessionRepository(self.pool)
+        self.sessions = SessionService(self.repo, self.vectors)
+        self.operations = OperationService(self.temporal, self.settings, self.sessions)
+        self.transfers = TransferService(self.sessions, self.operations, self.artifacts)
+        self.retention = RetentionService(self.temporal, self.settings, self.repo, self.operations)
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, vectors: VectorStore | None = None, run_migrations: bool = True
+    ) -> Runtime:
+        if not settings.database_url or not settings.temporal_address:
+            raise RuntimeError("DATABASE_URL and TEMPORAL_ADDRESS must be set (or use `dev`)")
+        pool = await create_pool(settings.database_url, settings.pg_pool_min, settings.pg_pool_max)
+        try:
+            if run_migrations:
+                async with pool.acquire() as conn:
+                    await migrate.migrate(conn)
+            sdk_metrics = settings.temporal_metrics_address or f"127.0.0.1:{_free_port()}"
+            telemetry = TemporalRuntime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(
+                        bind_address=sdk_metrics,
+                        counters_total_suffix=True,
+                        durations_as_seconds=True,
+                    )
+                )
+            )
+            temporal = await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+                runtime=telemetry,
+            )
+            if vectors is None:
+                vectors = await open_vector_store(settings)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(
+            settings=settings,
+            pool=pool,
+            vectors=vectors,
+            temporal=temporal,
+            sdk_metrics=sdk_metrics.replace("0.0.0.0", "127.0.0.1"),
+        )
+
+    async def close(self, *, close_vectors: bool = True) -> None:
+        await self.pool.close()
+        if close_vectors:
+            self.vectors.close()

@@ -1,0 +1,165 @@
+"""The Temporal worker: every workflow and activity of the service on one task queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
+
+from session_service import logs, schedule
+from session_service.activities import (
+    IndexSteps,
+    PointSteps,
+    RetentionSteps,
+    SessionSteps,
+    TransferSteps,
+)
+from session_service.embedded import SEARCH_ATTRIBUTES
+from session_service.export_format import DEFAULT_LIMITS, Limits
+from session_service.heartbeat import AutoHeartbeat
+from session_service.runtime import Runtime
+from session_service.settings import Settings
+from session_service.stores.artifacts import ArtifactStore
+from session_service.stores.repository import SessionRepository
+from session_service.stores.vector_store import VectorStore
+from session_service.workflows import ALL_WORKFLOWS
+
+log = logs.get(__name__)
+DEFAULT_INDEX_MIN_POINTS: int = Settings.model_fields["vector_index_min_points"].default
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register SessionIds, OperationKind and OwnerId on a cluster that lacks them.
+
+    The dev server gets them from its command line; a production cluster gets them
+    from the first worker that starts. Returns the names it added.
+    """
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    kinds = {
+        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    }
+    have = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: kinds[kind]
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in have.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+async def prepare(client: Client, settings: Settings, repo: SessionRepository) -> list[str]:
+    """What a starting worker makes sure of: search attributes and the retention schedule."""
+    done = [
+        f"search attribute {n}"
+        for n in await ensure_search_attributes(client, settings.temporal_namespace)
+    ]
+    if await schedule.ensure(client, settings, await repo.get_policy()):
+        done.append(f"schedule {settings.retention_schedule_id}")
+    return done
+
+
+class _LogContext(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        with logs.bound(
+            operation_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        ):
+            try:
+                return await super().execute_activity(input)
+            except Exception as exc:
+                log.warning("activity failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+
+
+class LogContext(Interceptor):
+    """Puts the operation id on every log line an activity writes."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _LogContext(next)
+
+
+def activities(
+    repo: SessionRepository,
+    vectors: VectorStore,
+    store: ArtifactStore,
+    import_limits: Limits = DEFAULT_LIMITS,
+    *,
+    index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
+) -> list[Callable[..., Any]]:
+    steps: list[Any] = [
+        *IndexSteps(vectors, index_min_points).all(),
+        *SessionSteps(repo, vectors).all(),
+        *PointSteps(vectors).all(),
+        *RetentionSteps(repo).all(),
+        *TransferSteps(repo, vectors, store, import_limits).all(),
+    ]
+    return steps
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    repo: SessionRepository,
+    vectors: VectorStore,
+    store: ArtifactStore,
+    *,
+    overrides: Sequence[Callable[..., Any]] = (),
+    max_concurrent_activities: int = 16,
+    import_limits: Limits = DEFAULT_LIMITS,
+    index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
+) -> Worker:
+    """``overrides`` replace activities of the same name (tests inject faults this way)."""
+    by_name: dict[str, Callable[..., Any]] = {}
+    steps = activities(repo, vectors, store, import_limits, index_min_points=index_min_points)
+    for fn in [*steps, *overrides]:
+        defn = getattr(fn, "__temporal_activity_definition")
+        by_name[defn.name] = fn
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=list(by_name.values()),
+        max_concurrent_activities=max_concurrent_activities,
+        interceptors=[LogContext(), AutoHeartbeat()],
+    )
+
+
+async def worker_for(runtime: Runtime) -> Worker:
+    """A worker on the runtime's clients, after preparing the cluster for it."""
+    for made in await prepare(runtime.temporal, runtime.settings, runtime.repo):
+        log.info("created", what=made)
+    return worker_of(runtime)
+
+
+def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ()) -> Worker:
+    """A worker on the runtime's clients and settings (tests add fault ``overrides``)."""
+    return build_worker(
+        runtime.temporal,
+        runtime.settings.temporal_task_queue,
+        runtime.repo,
+        runtime.vectors,
+        runtime.artifacts,
+        overrides=overrides,
+        import_limits=Limits.of(runtime.settings),
+        index_min_points=runtime.settings.vector_index_min_points,
+    )
