@@ -26,12 +26,13 @@ lint: install
 	$(BIN)/ruff format --check session_service tests bench
 	$(BIN)/mypy
 
+# every harness (ARGS=--quick: a short pass; ARGS="--only merge,export_import": some)
 bench: install
-	$(BIN)/python -m bench.api $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
 
+# the Edge harnesses alone (= make bench ARGS="--only merge,export_import")
 bench-edge: install
-	$(BIN)/python -m bench.merge $(ARGS)
-	$(BIN)/python -m bench.export_import $(ARGS)
+	$(BIN)/python -m bench --only merge,export_import $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
