@@ -216,7 +216,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["startup"] = {"fresh_s": dev.start()}
     dev.stop()
     dev.cpus = server_cpus
-    memapp = Server("in-memory app", "bench.memapp", work / "memapp.log", server_cpus)
+    memapp = Server("bench.memapp", work / "memapp.log", server_cpus)
     try:
         out["startup"]["restart_s"] = dev.start()
         memapp.start()

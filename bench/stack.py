@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -138,48 +138,68 @@ def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _spawn(
-    argv: list[str], logfile: Path, env: dict[str, str], cwd: Path | None, cpus: Cpus
-) -> subprocess.Popen[bytes]:
-    with open(logfile, "ab") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=pin_to(cpus),
-        )
+class Process:
+    """A server on 127.0.0.1 run as the leader of its own process group (stopped with
+    its whole tree), optionally pinned to ``cpus``; ready when ``/health`` answers 200."""
 
+    port: int
+    logfile: Path
+    cpus: Cpus
+    proc: subprocess.Popen[bytes] | None
 
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, began: float) -> float:
-    """Seconds since ``began`` when ``/health`` answers 200; raises if the process ends
-    or ``START_TIMEOUT`` passes."""
-    with httpx.Client(base_url=url, timeout=5) as client:
-        while time.monotonic() - began < START_TIMEOUT:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url} exited at start")
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> float:
+        """Start ``argv``; the seconds until ``/health`` answers 200 (bounded)."""
+        began = time.monotonic()
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=pin_to(self.cpus),
+            )  # fmt: skip
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while time.monotonic() - began < START_TIMEOUT and self.proc.poll() is None:
+                try:
+                    if client.get("/health").status_code == 200:
+                        return time.monotonic() - began
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{argv[2:4]} did not start:\n{self.tail()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM to the group, wait, SIGKILL what is left; the leader's exit code."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
             try:
-                if client.get("/health").status_code == 200:
-                    return time.monotonic() - began
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} not healthy after {START_TIMEOUT}s")
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT}s: SIGKILL")
+        _signal_group(proc.pid, signal.SIGKILL)
+        return proc.wait(10)
 
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM to the group, wait, SIGKILL what is left; the leader's exit code."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
+    def tail(self, chars: int = 3000) -> str:
         try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT}s: SIGKILL")
-    _signal_group(proc.pid, signal.SIGKILL)
-    return proc.wait(10)
+            return self.logfile.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -190,7 +210,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 @dataclass
-class DevStack:
+class DevStack(Process):
     """``session-service dev`` on free ports; ``env`` adds settings (e.g.
     ``VECTOR_INDEX_MIN_POINTS``) to the environment it starts with; ``cpus`` pins it."""
 
@@ -202,10 +222,6 @@ class DevStack:
     temporal_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     cpus: Cpus = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def temporal_address(self) -> str:
@@ -220,77 +236,25 @@ class DevStack:
         pg.socket_dir = pg._choose_socket_dir()
         return pg.dsn
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self) -> float:
         """Start it; the seconds until ``/health`` answers 200."""
         argv = [sys.executable, "-m", "session_service.cli", "dev", "--port", str(self.port)]
         argv += ["--data-dir", str(self.data_dir), "--temporal-port", str(self.temporal_port)]
         argv += ["--temporal-ui-port", str(free_port())]
         env = child_env({"PYTHONPATH": str(self.code_dir), **self.env})
-        began = time.monotonic()
-        self.proc = _spawn(argv, self.logfile, env, self.code_dir, self.cpus)
-        try:
-            return _wait_healthy(self.proc, self.url, began)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"dev: {exc}:\n{self.tail()}") from None
-
-    def stop(self) -> int | None:
-        """SIGTERM to the group, wait, SIGKILL what is left; the leader's exit code."""
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        return _stop_group(proc)
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> DevStack:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        return self.launch(argv, env, self.code_dir)
 
 
-class Server:
-    """Any HTTP server on 127.0.0.1 (``python -m <module> --port P``), as the leader of
-    its own process group: the in-memory app of ``bench.api``."""
+class Server(Process):
+    """``python -m <module> --port P`` from the repo: the in-memory app of ``bench.api``."""
 
-    def __init__(self, name: str, module: str, logfile: Path, cpus: Cpus = None) -> None:
-        self.name, self.port, self.logfile, self.cpus = name, free_port(), logfile, cpus
-        self.argv = [sys.executable, "-m", module, "--port", str(self.port)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def __init__(self, module: str, logfile: Path, cpus: Cpus = None) -> None:
+        self.module, self.port, self.logfile, self.cpus = module, free_port(), logfile, cpus
+        self.proc = None
 
     def start(self) -> float:
-        began = time.monotonic()
-        self.proc = _spawn(self.argv, self.logfile, child_env(), REPO, self.cpus)
-        try:
-            return _wait_healthy(self.proc, self.url, began)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{self.name}: {exc}") from None
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        return _stop_group(proc)
+        argv = [sys.executable, "-m", self.module, "--port", str(self.port)]
+        return self.launch(argv, child_env(), REPO)
 
 
 # the HTTP API
