@@ -35,12 +35,13 @@ lock: install
 		--generate-hashes --custom-compile-command "make lock" --quiet \
 		--output-file requirements.lock $(ARGS)
 
+# every harness (ARGS=--quick: a short pass; ARGS="--only merge,export_import": some)
 bench: install
-	$(BIN)/python -m bench.api $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
 
+# the Edge harnesses alone (= make bench ARGS="--only merge,export_import")
 bench-edge: install
-	$(BIN)/python -m bench.merge $(ARGS)
-	$(BIN)/python -m bench.export_import $(ARGS)
+	$(BIN)/python -m bench --only merge,export_import $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
