@@ -119,6 +119,15 @@ def _setting_set(settings: Settings, name: str) -> str:
     return f"TEMPORAL_TLS_{name}_DATA"
 
 
+_CLOSED = ("UnexpectedEof", "BrokenPipe", "ConnectionReset", "ConnectionAborted", "Canceled")
+_CLIENT_CERT_ALERTS = (
+    "AlertReceived(CertificateRequired)",
+    "AlertReceived(BadCertificate)",
+    "AlertReceived(UnknownCA)",
+    "AlertReceived(HandshakeFailure)",
+)
+
+
 def explain(settings: Settings, raw: str) -> str:
     """One line for an operator from the SDK's connection error.
 
@@ -174,10 +183,12 @@ def explain(settings: Settings, raw: str) -> str:
     if "Unauthenticated" in raw or "PermissionDenied" in raw:
         hint = "check TEMPORAL_API_KEY" if settings.temporal_api_key else "set TEMPORAL_API_KEY"
         return f"temporal at {host} refused the credentials: {hint}"
-    closed = any(s in raw for s in ("UnexpectedEof", "BrokenPipe", "ConnectionReset"))
-    if closed and "after connection" in raw:
-        # The TLS handshake finished on our side, then the server hung up: under TLS 1.3
-        # this is how a server refuses (or misses) the client certificate.
+    refused_cert = any(s in raw for s in _CLIENT_CERT_ALERTS)
+    closed = "after connection" in raw and any(s in raw for s in _CLOSED)
+    if refused_cert or closed:
+        # Under TLS 1.3 the client's handshake is over before the server checks the client
+        # certificate: a server that refuses it (or misses it) sends an alert or just hangs
+        # up, and the first call fails in one of these ways, depending on timing.
         if tls and not has_cert:
             return handshake + (
                 "the server requires a client certificate: set "

@@ -30,6 +30,7 @@ from session_service.temporal_connection import (
     TemporalConnectionError,
     connect,
     connect_args,
+    explain,
 )
 from session_service.worker import worker_of
 from tests.conftest import Factory
@@ -267,6 +268,42 @@ async def test_mtls_without_a_client_certificate_is_refused_with_what_to_set(
     )
     assert mtls_proxy.requests == []
     assert any("PEER_DID_NOT_RETURN_A_CERTIFICATE" in e for e in mtls_proxy.handshake_errors)
+
+
+# What the SDK reported, seen in 80 refused connections through the proxy (the variant
+# depends on timing) and the alerts a Go server may send instead of hanging up.
+REFUSED_AFTER_HANDSHAKE = [
+    "Failed client connect: `get_system_info` call error after connection: Status { code: "
+    'Unknown, message: "transport error", source: Some(tonic::transport::Error(Transport, '
+    'hyper::Error(Io, Custom { kind: UnexpectedEof, error: "peer closed connection without '
+    'sending TLS close_notify" }))) }',
+    "Failed client connect: `get_system_info` call error after connection: Status { code: "
+    'Unknown, message: "transport error", source: Some(tonic::transport::Error(Transport, '
+    'hyper::Error(Io, Custom { kind: BrokenPipe, error: "stream closed because of a broken '
+    'pipe" }))) }',
+    "Failed client connect: `get_system_info` call error after connection: Status { code: "
+    'Cancelled, message: "operation was canceled", source: Some(tonic::transport::Error('
+    'Transport, hyper::Error(Canceled, "connection closed"))) }',
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, "
+    "ConnectError(Custom { kind: InvalidData, error: AlertReceived(CertificateRequired) }))",
+]
+
+
+@pytest.mark.parametrize("raw", REFUSED_AFTER_HANDSHAKE)
+def test_every_way_a_refused_client_certificate_shows_gets_the_same_sentence(raw: str) -> None:
+    tls = {"temporal_address": "t:7233", "temporal_tls": True}
+    assert explain(Settings(**tls), raw).endswith(
+        "the server requires a client certificate: set TEMPORAL_TLS_CLIENT_CERT_PATH and "
+        "TEMPORAL_TLS_CLIENT_KEY_PATH"
+    )
+    with_cert = Settings(
+        **tls,
+        temporal_tls_client_cert_path=Path("/c.pem"),
+        temporal_tls_client_key_path=Path("/k.pem"),
+    )
+    assert "the server refused the client certificate TEMPORAL_TLS_CLIENT_CERT_PATH (/c.pem)" in (
+        explain(with_cert, raw)
+    )
 
 
 async def test_mtls_with_a_client_certificate_of_an_untrusted_ca_is_refused(
