@@ -215,6 +215,17 @@ async def test_tls_to_a_plaintext_server_says_so(settings: Settings, pki: Pki) -
     assert "the server does not speak TLS on this port" in str(caught.value)
 
 
+async def test_nothing_listening_is_connection_refused(settings: Settings) -> None:
+    from session_service.embedded import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(TemporalConnectionError) as caught:
+        await connect(settings.model_copy(update={"temporal_address": address}))
+    assert str(caught.value) == (
+        f"cannot connect to temporal at {address}: connection refused (check TEMPORAL_ADDRESS)"
+    )
+
+
 # mTLS
 
 
