@@ -270,18 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     from session_service.temporal_connection import TemporalConnectionError
 
     args = build_parser().parse_args(argv)
-    try:
-        if args.command in ("dev", "api", "serve", "worker", "migrate"):
+    if args.command in ("dev", "api", "serve", "worker", "migrate"):
+        try:
             settings = Settings()
-            default = "console" if args.command == "dev" else "json"
-            logs.configure(
-                json_logs=(settings.log_format or default) == "json", level=settings.log_level
-            )
+        except ValidationError as exc:
+            for line in _setting_errors(exc):
+                print(f"session-service {args.command}: {line}", file=sys.stderr)
+            return 2
+        default = "console" if args.command == "dev" else "json"
+        logs.configure(
+            json_logs=(settings.log_format or default) == "json", level=settings.log_level
+        )
+    try:
         code: int = args.func(args)
-    except ValidationError as exc:
-        for line in _setting_errors(exc):
-            print(f"session-service {args.command}: {line}", file=sys.stderr)
-        return 2
     except TemporalConnectionError as exc:
         print(f"session-service {args.command}: {exc}", file=sys.stderr)
         return 1
