@@ -278,7 +278,8 @@ async def test_mtls_without_a_client_certificate_is_refused_with_what_to_set(
         "a client certificate: set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
     )
     assert mtls_proxy.requests == []
-    assert any("PEER_DID_NOT_RETURN_A_CERTIFICATE" in e for e in mtls_proxy.handshake_errors)
+    assert mtls_proxy.handshake_failed.wait(timeout=30)
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in mtls_proxy.handshake_errors[0]
 
 
 # What the SDK reported, seen in 80 refused connections through the proxy (the variant

@@ -94,6 +94,9 @@ class TlsProxy:
         self.context = context
         self.requests: list[dict[str, str]] = []
         self.handshake_errors: list[str] = []
+        # Set once a handshake failed: the client may see the connection close before
+        # the proxy's thread has recorded why.
+        self.handshake_failed = threading.Event()
         self.address = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -159,6 +162,7 @@ class TlsProxy:
             await client_w.start_tls(self.context)
         except (ssl.SSLError, ConnectionError, OSError) as exc:
             self.handshake_errors.append(str(exc))
+            self.handshake_failed.set()
             client_w.close()
             return
         try:
