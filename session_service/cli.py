@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from session_service import logs
 from session_service.settings import Settings
@@ -141,6 +142,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             )
             update["temporal_address"] = temporal.start()
             update["temporal_ui_url"] = temporal.ui_url
+            if settings.temporal_tls_enabled:
+                log.warning("TEMPORAL_TLS* and TEMPORAL_API_KEY ignored: dev's Temporal has no TLS")
+            update.update(temporal_tls=False, temporal_api_key=None)
             log.info("temporal ready", address=temporal.address, ui=temporal.ui_url)
         settings = settings.model_copy(update=update)
         return _run_serving(settings, args, "dev")
@@ -285,15 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Settings that don't validate and a Temporal that can't be reached end the command
+    with one line on stderr (no traceback): exit 2 and 1."""
+    from session_service.temporal_connection import TemporalConnectionError
+
     args = build_parser().parse_args(argv)
     if args.command in ("dev", "api", "serve", "worker", "migrate"):
-        settings = Settings()
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            for line in _setting_errors(exc):
+                print(f"session-service {args.command}: {line}", file=sys.stderr)
+            return 2
         default = "console" if args.command == "dev" else "json"
         logs.configure(
             json_logs=(settings.log_format or default) == "json", level=settings.log_level
         )
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except TemporalConnectionError as exc:
+        print(f"session-service {args.command}: {exc}", file=sys.stderr)
+        return 1
     return code
+
+
+def _setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, named as its environment variable."""
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        names = [str(part).upper() for part in error["loc"]]
+        lines.append(f"{'.'.join(names)}: {message}" if names else message)
+    return lines
 
 
 if __name__ == "__main__":
