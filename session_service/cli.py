@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Settings that don't validate and a Temporal that can't be reached end the command
     with one line on stderr (no traceback): exit 2 and 1."""
-    from session_service.temporal_connection import TemporalConnectionError
+    from session_service.errors import StartupError
 
     args = build_parser().parse_args(argv)
     if args.command in ("dev", "api", "serve", "worker", "migrate"):
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         code: int = args.func(args)
-    except TemporalConnectionError as exc:
+    except StartupError as exc:
         print(f"session-service {args.command}: {exc}", file=sys.stderr)
         return 1
     return code

@@ -11,16 +11,19 @@ a sentence naming the setting to change, raised as :class:`TemporalConnectionErr
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from session_service.errors import StartupError
 from session_service.settings import Settings
 
 
-class TemporalConnectionError(Exception):
+class TemporalConnectionError(StartupError):
     """Temporal can't be reached as configured; the message says what to change."""
 
 
@@ -106,9 +109,35 @@ async def connect(settings: Settings, **extra: Any) -> Client:
     own arguments (data converter, runtime)."""
     args = connect_args(settings)
     try:
-        return await Client.connect(**args, **extra)
+        client = await Client.connect(**args, **extra)
     except RuntimeError as exc:
         raise TemporalConnectionError(explain(settings, str(exc))) from exc
+    await _check_namespace(client, settings)
+    return client
+
+
+async def _check_namespace(client: Client, settings: Settings) -> None:
+    """One call scoped to the namespace: the server lets the connection's own call through
+    without credentials, so a wrong namespace or API key shows only here (as one line, not
+    as a traceback from the first workflow call)."""
+    host = settings.temporal_address or "(TEMPORAL_ADDRESS unset)"
+    namespace = settings.temporal_namespace
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=timedelta(seconds=30)
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            message = f"namespace '{namespace}' does not exist: check TEMPORAL_NAMESPACE"
+        elif exc.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
+            hint = "check TEMPORAL_API_KEY" if settings.temporal_api_key else "set TEMPORAL_API_KEY"
+            message = (
+                f"the credentials were refused for namespace '{namespace}' ({exc.message}): "
+                f"{hint}, or TEMPORAL_TLS_CLIENT_CERT_PATH"
+            )
+        else:
+            message = f"namespace '{namespace}' can't be read: {' '.join(exc.message.split())}"
+        raise TemporalConnectionError(f"temporal at {host}: {message}") from exc
 
 
 def _setting_set(settings: Settings, name: str) -> str:
@@ -189,6 +218,12 @@ def explain(settings: Settings, raw: str) -> str:
         # Under TLS 1.3 the client's handshake is over before the server checks the client
         # certificate: a server that refuses it (or misses it) sends an alert or just hangs
         # up, and the first call fails in one of these ways, depending on timing.
+        if tls and not has_cert and settings.temporal_api_key and not refused_cert:
+            return handshake + (
+                "the server closed the connection (a network failure, or a server that "
+                "requires a client certificate: TEMPORAL_TLS_CLIENT_CERT_PATH and "
+                "TEMPORAL_TLS_CLIENT_KEY_PATH)"
+            )
         if tls and not has_cert:
             return handshake + (
                 "the server requires a client certificate: set "

@@ -227,6 +227,8 @@ def test_our_services_read_only_known_settings(compose: dict[str, Any]) -> None:
         assert db.hostname == "postgres" and db.port == 5432 and db.username == "sessions"
         assert urlparse(env["QDRANT_URL"]).hostname == "qdrant"
         assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
+        # an API published behind a load balancer never starts without its callers' keys
+        assert env["SESSION_API_KEYS"].startswith("${SESSION_API_KEYS:?"), env["SESSION_API_KEYS"]
 
 
 def test_every_session_service_command_parses_in_the_cli(compose: dict[str, Any]) -> None:

@@ -98,3 +98,25 @@ async def test_probes_write_no_access_log(probed: Probed, caplog: Any) -> None:
         await probed.client.get("/sessions")  # 401 without the key: logged
     logged = [r.getMessage() for r in caplog.records if r.name == "session_service.http"]
     assert len(logged) == 1 and "/sessions" in logged[0], logged
+
+
+async def test_concurrent_probes_share_one_run_of_the_checks(
+    probed: Probed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes are open to anyone: a burst of them costs the backends one run of checks."""
+    real = probed.runtime.vectors.ping
+    calls = 0
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)
+        await real()
+
+    monkeypatch.setattr(probed.runtime.vectors, "ping", counted)
+    answers = await asyncio.gather(*(probed.client.get("/health/ready") for _ in range(50)))
+    assert {a.status_code for a in answers} == {503}  # no worker polls this queue
+    assert calls == 1
+    await asyncio.sleep(1.1)  # past the reuse window, a probe checks again
+    await probed.client.get("/health/ready")
+    assert calls == 2

@@ -318,6 +318,16 @@ def test_every_way_a_refused_client_certificate_shows_gets_the_same_sentence(raw
     )
 
 
+@pytest.mark.parametrize("raw", REFUSED_AFTER_HANDSHAKE[:3])
+def test_a_closed_connection_with_an_api_key_is_not_blamed_on_a_certificate(raw: str) -> None:
+    """API-key users (Temporal Cloud) don't use client certificates: a connection closed
+    after the handshake may be the network; the line says both."""
+    keyed = Settings(temporal_address="t:7233", temporal_api_key="k" * 20)
+    line = explain(keyed, raw)
+    assert "the server closed the connection (a network failure, or a server that " in line
+    assert "requires a client certificate" in line
+
+
 async def test_mtls_with_a_client_certificate_of_an_untrusted_ca_is_refused(
     settings: Settings, mtls_proxy: TlsProxy, pki: Pki
 ) -> None:

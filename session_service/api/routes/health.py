@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import State
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -28,6 +29,9 @@ RETRY_AFTER_SECONDS = 5
 # An idle worker's long poll lasts up to a minute before it polls again, and the server
 # keeps listing a poller for minutes after it went away: seen within this, it counts.
 POLLER_SEEN_WITHIN = timedelta(seconds=90)
+# Probes are open and cost five backend calls: concurrent probes share one run of the
+# checks, and a finished run answers the probes of the next second too.
+READY_REUSED_FOR_SECONDS = 1.0
 
 
 @router.get("/metrics", response_class=Response)
@@ -102,20 +106,38 @@ async def _workers_polling(runtime: Runtime) -> None:
         )
 
 
-@router.get(
-    "/health/ready",
-    responses={503: {"description": "a problem object naming the failed checks"}},
-)
-async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """200 when Postgres, Temporal and the vector store answer and a worker polls the task
-    queue; otherwise 503 with ``Retry-After``, naming what failed."""
+async def _run_readiness(runtime: Runtime) -> dict[str, str]:
     results = await asyncio.gather(
         _check(runtime.repo.ping()),
         _check(runtime.temporal.service_client.check_health()),
         _check(runtime.vectors.ping()),
         _check(_workers_polling(runtime)),
     )
-    checks = dict(zip(("postgres", "temporal", "vectors", "workers"), results, strict=True))
+    return dict(zip(("postgres", "temporal", "vectors", "workers"), results, strict=True))
+
+
+async def _readiness(runtime: Runtime, state: State) -> dict[str, str]:
+    """The checks of a run in flight or finished within ``READY_REUSED_FOR_SECONDS``,
+    else of a new run (shielded: a probe that gives up doesn't cancel the others' run)."""
+    now = asyncio.get_running_loop().time()
+    last: tuple[float, asyncio.Future[dict[str, str]]] | None = getattr(state, "readiness", None)
+    if last is not None:
+        started, run = last
+        if not run.done() or now - started < READY_REUSED_FOR_SECONDS:
+            return await asyncio.shield(run)
+    run = asyncio.ensure_future(_run_readiness(runtime))
+    state.readiness = (now, run)
+    return await asyncio.shield(run)
+
+
+@router.get(
+    "/health/ready",
+    responses={503: {"description": "a problem object naming the failed checks"}},
+)
+async def ready(runtime: RuntimeDep, request: Request) -> JSONResponse:
+    """200 when Postgres, Temporal and the vector store answer and a worker polls the task
+    queue; otherwise 503 with ``Retry-After``, naming what failed."""
+    checks = await _readiness(runtime, request.app.state)
     failed = [name for name, result in checks.items() if result != "ok"]
     if not failed:
         body = {"status": "ready", "service": "session", "version": __version__, "checks": checks}

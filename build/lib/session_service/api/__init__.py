@@ -1,1 +1,0 @@
-"""HTTP only: routing, request/response models, identity, problem+json, workflow starts."""

@@ -1,1 +1,0 @@
-"""The only places that speak SQL (repository, migrations) and qdrant-client (vector store)."""
