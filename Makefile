@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint bench bench-edge clean
+.PHONY: install run test lint lock bench bench-edge clean
 
 install: $(STAMP)
 
@@ -26,12 +26,22 @@ lint: install
 	$(BIN)/ruff format --check session_service tests bench
 	$(BIN)/mypy
 
-bench: install
-	$(BIN)/python -m bench.api $(ARGS)
+# requirements.lock, the production image's dependencies: pyproject's runtime
+# dependencies resolved for the image's Python (3.11 on Linux), exact versions and the
+# SHA-256 of every file. Run after changing a dependency in pyproject.toml; add
+# --upgrade (make lock ARGS=--upgrade) to move pins within pyproject's ranges.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux \
+		--generate-hashes --custom-compile-command "make lock" --quiet \
+		--output-file requirements.lock $(ARGS)
 
+# every harness (ARGS=--quick: a short pass; ARGS="--only merge,export_import": some)
+bench: install
+	$(BIN)/python -m bench $(ARGS)
+
+# the Edge harnesses alone (= make bench ARGS="--only merge,export_import")
 bench-edge: install
-	$(BIN)/python -m bench.merge $(ARGS)
-	$(BIN)/python -m bench.export_import $(ARGS)
+	$(BIN)/python -m bench --only merge,export_import $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,9 @@ Two engines, the same data as the service gets through its API (:func:`block`):
 Subcommands (JSON result on the last stdout line, progress on stderr):
 
 * ``merge``: seed two sources of ``--points`` each (not timed), then copy both into a
-  new collection, scroll ``--batch`` + upsert (edge) or read-all + upsert (memory);
-  with ``--queries Q`` (edge), Q 10-nearest queries on the copy (it has no index: scan).
+  new collection, scroll ``--batch`` + upsert (edge) or read-all + upsert (memory).
+* ``query`` (edge): seed one shard of ``--points``, then ``--queries`` 10-nearest
+  queries on it, one at a time (it has no index: a scan).
 * ``transfer``: seed one collection of ``--points`` (its upsert rate is reported), then
   export it to an artifact with the service's encoder (``export_format.point_lines``,
   one ISA-L gzip member per batch, both SHA-256s, fsync), then import that artifact
@@ -43,6 +44,7 @@ from isal import igzip
 from qdrant_client import QdrantClient, models
 
 from bench.sampling import CpuWindow, MemorySampler, memory, trim_heap
+from bench.stack import REPO
 from session_service import export_format as fmt
 
 CHUNK = 1000  # points per generated block, and per PUT of the API (its limit)
@@ -101,103 +103,110 @@ def timed(fn: Any, *args: Any) -> tuple[Any, dict[str, Any]]:
     return out, {"seconds": seconds, "cpu_s": cpu_s, "cpu": load, **sampler.report()}
 
 
-# Qdrant Edge
+class Edge:
+    """Qdrant Edge driven directly: one shard per collection under ``root``."""
+
+    point = qe.Point
+
+    def __init__(self, root: Path, dim: int) -> None:
+        self.root, self.dim = root, dim
+        self.shards: dict[str, Any] = {}
+
+    def create(self, name: str) -> None:
+        params = qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)
+        self.shards[name] = qe.EdgeShard.create(str(self.root / name), qe.EdgeConfig(params))
+
+    def upsert(self, name: str, points: list[Any]) -> None:
+        self.shards[name].update(qe.UpdateOperation.upsert_points(points))
+
+    def pages(self, name: str, batch: int) -> Iterator[list[Any]]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=True,
+                                       with_vector=True)  # fmt: skip
+            records, offset = self.shards[name].scroll(request)
+            if records:
+                yield records
+            if offset is None:
+                return
+
+    def flush(self, name: str) -> None:
+        self.shards[name].flush()
+
+    def count(self, name: str) -> int:
+        return int(self.shards[name].count(qe.CountRequest(exact=True)))
+
+    def close(self) -> None:
+        for shard in self.shards.values():
+            shard.close()
 
 
-def _config(dim: int) -> Any:
-    return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+class Memory:
+    """The first service's way: qdrant-client's ``QdrantClient(":memory:")``."""
+
+    def __init__(self, _root: Path, dim: int) -> None:
+        self.client, self.dim = QdrantClient(":memory:"), dim
+
+    @staticmethod
+    def point(i: Any, vector: Any, payload: Any) -> models.PointStruct:
+        return models.PointStruct(id=i, vector=vector, payload=payload)
+
+    def create(self, name: str) -> None:
+        params = models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
+        self.client.create_collection(name, vectors_config=params)
+
+    def upsert(self, name: str, points: list[Any]) -> None:
+        self.client.upsert(name, points, wait=True)
+
+    def pages(self, name: str, batch: int) -> Iterator[list[Any]]:
+        offset: Any = None
+        while True:
+            records, offset = self.client.scroll(name, limit=batch, offset=offset,
+                                                 with_payload=True, with_vectors=True)  # fmt: skip
+            if records:
+                yield records
+            if offset is None:
+                return
+
+    def flush(self, name: str) -> None:
+        pass  # nothing is durable
+
+    def count(self, name: str) -> int:
+        return self.client.count(name, exact=True).count
+
+    def close(self) -> None:
+        self.client.close()
 
 
-def edge_seed(path: Path, seed: int, first: int, n: int, dim: int) -> Any:
-    shard = qe.EdgeShard.create(str(path), _config(dim))
-    for ids, vectors in blocks(seed, first, n, dim):
-        points = [qe.Point(i, v, payload(i)) for i, v in zip(ids, vectors, strict=True)]
-        shard.update(qe.UpdateOperation.upsert_points(points))
-    shard.flush()
-    return shard
+Engine = Edge | Memory
 
 
-def edge_pages(shard: Any, batch: int) -> Iterator[list[Any]]:
-    offset = None
-    while True:
-        records, offset = shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+def seed_into(engine: Engine, name: str, seed: int, first: int, n: int) -> None:
+    engine.create(name)
+    for ids, vectors in blocks(seed, first, n, engine.dim):
+        engine.upsert(
+            name, [engine.point(i, v, payload(i)) for i, v in zip(ids, vectors, strict=True)]
         )
-        if records:
-            yield records
-        if offset is None:
-            return
+    engine.flush(name)
 
 
-def edge_copy(sources: list[Any], target: Any, batch: int) -> int:
+def copy(engine: Engine, sources: list[str], target: str, batch: int) -> int:
+    """Edge: scroll a page, upsert it. The first service read every point of both
+    sources into one Python list, then upserted them."""
+    held: list[Any] = []
     copied = 0
     for source in sources:
-        for records in edge_pages(source, batch):
-            points = [qe.Point(r.id, r.vector, r.payload or {}) for r in records]
-            target.update(qe.UpdateOperation.upsert_points(points))
-            copied += len(points)
-    target.flush()
-    return copied
-
-
-def edge_count(shard: Any) -> int:
-    return int(shard.count(qe.CountRequest(exact=True)))
-
-
-def edge_queries(shard: Any, vectors: np.ndarray) -> dict[str, Any]:
-    ms, ids = [], []
-    for v in vectors.tolist():
-        began = time.perf_counter()
-        found = shard.query(qe.QueryRequest(limit=10, query=qe.Query.Nearest(v)))
-        ms.append((time.perf_counter() - began) * 1000)
-        ids.append([p.id for p in found])
-    return {"ms": ms, "ids": ids}
-
-
-# qdrant-client :memory: (the first service)
-
-
-def memory_seed(client: QdrantClient, name: str, seed: int, first: int, n: int, dim: int) -> None:
-    params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
-    client.create_collection(name, vectors_config=params)
-    for ids, vectors in blocks(seed, first, n, dim):
-        structs = [
-            models.PointStruct(id=i, vector=v, payload=payload(i))
-            for i, v in zip(ids, vectors, strict=True)
-        ]
-        client.upsert(name, structs, wait=True)
-
-
-def memory_pages(client: QdrantClient, name: str, batch: int) -> Iterator[list[Any]]:
-    offset: Any = None
-    while True:
-        records, offset = client.scroll(
-            name, limit=batch, offset=offset, with_payload=True, with_vectors=True
-        )
-        if records:
-            yield records
-        if offset is None:
-            return
-
-
-def memory_merge(client: QdrantClient, sources: list[str], target: str, batch: int) -> int:
-    held: list[Any] = []
-    for source in sources:
-        for records in memory_pages(client, source, batch):
-            held.extend(records)
-    params = client.get_collection(sources[0]).config.params.vectors
-    assert isinstance(params, models.VectorParams)
-    client.create_collection(target, vectors_config=params)
+        for records in engine.pages(source, batch):
+            if isinstance(engine, Memory):
+                held.extend(records)
+                continue
+            engine.upsert(target, [engine.point(r.id, r.vector, r.payload or {}) for r in records])
+            copied += len(records)
     for start in range(0, len(held), batch):
-        structs = [
-            models.PointStruct(id=r.id, vector=r.vector, payload=r.payload or {})
-            for r in held[start : start + batch]
-        ]
-        client.upsert(target, structs, wait=True)
-    return len(held)
-
-
-# the artifact, written and read with the service's encoder
+        page = held[start : start + batch]
+        engine.upsert(target, [engine.point(r.id, r.vector, r.payload or {}) for r in page])
+    engine.flush(target)
+    return copied + len(held)
 
 
 def write_artifact(pages: Iterator[list[Any]], out: Path, dim: int) -> int:
@@ -225,34 +234,30 @@ def write_artifact(pages: Iterator[list[Any]], out: Path, dim: int) -> int:
     return points
 
 
-def read_artifact(path: Path, batch: int) -> Iterator[list[tuple[Any, list[float], Any]]]:
+def read_artifact(engine: Engine, path: Path, target: str, batch: int) -> int:
+    """``export_format.iter_points`` over the artifact, upserted ``batch`` at a time."""
+    page: list[Any] = []
+    n = 0
     with open(path, "rb") as raw:
-        page: list[tuple[Any, list[float], Any]] = []
         for point in fmt.iter_points(raw):
-            page.append(point)
+            page.append(engine.point(*point))
             if len(page) >= batch:
-                yield page
-                page = []
-        if page:
-            yield page
+                engine.upsert(target, page)
+                n, page = n + len(page), []
+    if page:
+        engine.upsert(target, page)
+    engine.flush(target)
+    return n + len(page)
 
 
-def edge_import(path: Path, target: Any, batch: int) -> int:
-    n = 0
-    for page in read_artifact(path, batch):
-        target.update(qe.UpdateOperation.upsert_points([qe.Point(*p) for p in page]))
-        n += len(page)
-    target.flush()
-    return n
-
-
-def memory_import(client: QdrantClient, path: Path, target: str, batch: int) -> int:
-    n = 0
-    for page in read_artifact(path, batch):
-        structs = [models.PointStruct(id=i, vector=v, payload=p) for i, v, p in page]
-        client.upsert(target, structs, wait=True)
-        n += len(page)
-    return n
+def edge_queries(shard: Any, vectors: np.ndarray) -> dict[str, Any]:
+    ms, ids = [], []
+    for v in vectors.tolist():
+        began = time.perf_counter()
+        found = shard.query(qe.QueryRequest(limit=10, query=qe.Query.Nearest(v)))
+        ms.append((time.perf_counter() - began) * 1000)
+        ids.append([p.id for p in found])
+    return {"ms": ms, "ids": ids}
 
 
 # the parent's side
@@ -263,7 +268,7 @@ def run_child(command: str, engine: str, points: int, scratch: Path, *extra: str
     the child and of everyone else over its whole run (``bench.sampling.CpuWindow``)."""
     argv = [sys.executable, "-m", "bench.edge_raw", command, f"--engine={engine}"]
     argv += [f"--points={points}", f"--dir={scratch}", *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO)
     with CpuWindow(contender=proc.pid) as window:
         stdout, _ = proc.communicate(timeout=CHILD_TIMEOUT)
         cpu = window.read()
@@ -272,6 +277,15 @@ def run_child(command: str, engine: str, points: int, scratch: Path, *extra: str
     result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     result["cpu"] = cpu
     return result
+
+
+def contender(name: str, loop: dict[str, Any], points: int) -> dict[str, Any]:
+    """One timed loop of a child as a row of the Edge harnesses' tables."""
+    cpu = loop.pop("cpu")  # the loop's window, not the whole child's
+    rate = points / loop["seconds"]
+    progress(f"{name}: {rate:,.0f} points/s, other load {cpu['other_cores']}")
+    return {"name": name, "seconds": loop["seconds"], "points_per_s": rate,
+            "memory": loop, "cpu": cpu}  # fmt: skip
 
 
 def seed_session(api: Any, session_id: str, seed: int, first: int, n: int, dim: int) -> float:
@@ -288,101 +302,49 @@ def seed_session(api: Any, session_id: str, seed: int, first: int, n: int, dim: 
 # the subcommands
 
 
-def merge(args: argparse.Namespace) -> dict[str, Any]:
-    n, dim, work = args.points, args.dim, args.dir
-    out: dict[str, Any] = {"engine": args.engine}
-    began = time.perf_counter()
-    if args.engine == "edge":
-        sources = [edge_seed(work / f"src{k}", args.seed, k * n, n, dim) for k in range(2)]
-        target = qe.EdgeShard.create(str(work / "target"), _config(dim))
-        out["seed_s"] = time.perf_counter() - began
-        progress(f"edge: 2 x {n} seeded in {out['seed_s']:.1f}s; copying")
-        copied, out["copy"] = timed(edge_copy, sources, target, args.batch)
-        out["count"] = edge_count(target)
-        if args.queries:
-            progress(f"edge: {args.queries} queries on the copy (scan)")
-            out["queries"] = edge_queries(target, query_vectors(args.seed, args.queries, dim))
-        for shard in [*sources, target]:
-            shard.close()
-    else:
-        client = QdrantClient(":memory:")
-        for k in range(2):
-            memory_seed(client, f"src{k}", args.seed, k * n, n, dim)
-        out["seed_s"] = time.perf_counter() - began
-        progress(f"memory: 2 x {n} seeded in {out['seed_s']:.1f}s; merging")
-        copied, out["copy"] = timed(memory_merge, client, ["src0", "src1"], "target", args.batch)
-        out["count"] = client.count("target", exact=True).count
-        client.close()
-    out["copied"] = copied
-    return out
-
-
-def transfer(args: argparse.Namespace) -> dict[str, Any]:
-    n, dim, work = args.points, args.dim, args.dir
-    artifact = work / "artifact.ndjson.gz"
-    out: dict[str, Any] = {"engine": args.engine}
-    began = time.perf_counter()
-    if args.engine == "edge":
-        shard = edge_seed(work / "src", args.seed, 0, n, dim)
-        out["seed_s"] = time.perf_counter() - began
-        progress(f"edge: {n} seeded in {out['seed_s']:.1f}s; exporting")
-        out["exported"], out["export"] = timed(
-            write_artifact, edge_pages(shard, args.export_batch), artifact, dim
-        )
-        target = qe.EdgeShard.create(str(work / "target"), _config(dim))
-        progress("edge: importing")
-        out["imported"], out["import"] = timed(edge_import, artifact, target, args.import_batch)
-        out["count"] = edge_count(target)
-        shard.close()
-        target.close()
-    else:
-        client = QdrantClient(":memory:")
-        memory_seed(client, "src", args.seed, 0, n, dim)
-        out["seed_s"] = time.perf_counter() - began
-        progress(f"memory: {n} seeded in {out['seed_s']:.1f}s; exporting")
-        out["exported"], out["export"] = timed(
-            write_artifact, memory_pages(client, "src", args.export_batch), artifact, dim
-        )
-        client.create_collection(
-            "target", vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
-        )
-        progress("memory: importing")
-        out["imported"], out["import"] = timed(
-            memory_import, client, artifact, "target", args.import_batch
-        )
-        out["count"] = client.count("target", exact=True).count
-        client.close()
-    out["artifact_bytes"] = artifact.stat().st_size
-    return out
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("merge", "transfer"):
-        p = sub.add_parser(name)
-        p.add_argument("--engine", choices=("edge", "memory"), required=True)
-        p.add_argument("--points", type=int, required=True)
-        p.add_argument("--dim", type=int, default=384)
-        p.add_argument("--seed", type=int, default=7)
-        p.add_argument("--dir", type=Path, required=True, help="a scratch dir, removed after")
-    m = sub.choices["merge"]
-    m.add_argument("--batch", type=int, default=1024)
-    m.add_argument("--queries", type=int, default=0)
-    t = sub.choices["transfer"]
-    t.add_argument("--export-batch", type=int, default=4096)
-    t.add_argument("--import-batch", type=int, default=1024)
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=("merge", "transfer", "query"))
+    p.add_argument("--engine", choices=("edge", "memory"), required=True)
+    p.add_argument("--points", type=int, required=True)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--dir", type=Path, required=True, help="a scratch dir, removed after")
+    p.add_argument("--batch", type=int, default=1024, help="merge: scroll and upsert")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--export-batch", type=int, default=4096)
+    p.add_argument("--import-batch", type=int, default=1024)
+    args = p.parse_args(argv)
+    n, dim, work = args.points, args.dim, args.dir
+    work.mkdir(parents=True, exist_ok=True)
+    engine: Engine = (Edge if args.engine == "edge" else Memory)(work, dim)
+    out: dict[str, Any] = {"engine": args.engine}
     try:
-        result = merge(args) if args.command == "merge" else transfer(args)
+        if args.command == "merge":
+            for k in range(2):
+                seed_into(engine, f"src{k}", args.seed, k * n, n)
+            progress(f"{args.engine}: 2 x {n} seeded; copying")
+            engine.create("target")
+            out["count"], out["copy"] = timed(copy, engine, ["src0", "src1"], "target", args.batch)
+        elif args.command == "query":
+            assert isinstance(engine, Edge), "raw queries are on Edge"
+            seed_into(engine, "shard", args.seed, 0, n)
+            progress(f"edge: {n} seeded; {args.queries} queries (scan)")
+            out |= edge_queries(engine.shards["shard"], query_vectors(args.seed, args.queries, dim))
+        else:
+            seed_into(engine, "src", args.seed, 0, n)
+            progress(f"{args.engine}: {n} seeded; exporting")
+            artifact = work / "artifact.ndjson.gz"
+            pages = engine.pages("src", args.export_batch)
+            out["exported"], out["export"] = timed(write_artifact, pages, artifact, dim)
+            progress(f"{args.engine}: importing")
+            engine.create("target")
+            _, out["import"] = timed(read_artifact, engine, artifact, "target", args.import_batch)
+            out["count"], out["artifact_bytes"] = engine.count("target"), artifact.stat().st_size
     finally:
-        shutil.rmtree(args.dir, ignore_errors=True)
-    print(json.dumps(result))
+        engine.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out))
     return 0
 
 

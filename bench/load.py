@@ -1,9 +1,10 @@
 """Closed-loop load generators of bench.api, each run in a process of its own.
 
-``python -m bench.load http ...`` keeps ``--concurrency`` workers busy with
-``PUT`` requests against one server (each worker sends its next request as
-soon as the previous answer is read); ``python -m bench.load pg ...`` does the
-same with the service's exact UPDATE on an asyncpg pool, no HTTP.
+``python -m bench.load raw ...`` keeps ``--concurrency`` workers busy with ``PUT``
+requests, hand-written HTTP/1.1 on keep-alive connections (httpx saturated its own core
+long before the servers), each worker sending its next request as soon as the previous
+answer is read; ``python -m bench.load pg ...`` does the same with the service's exact
+UPDATE on an asyncpg pool, no HTTP.
 
 Requests completed during the warm-up are not measured (but are counted in
 ``ok_total``, which the caller compares with the stored counter). Prints one
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import asyncpg
-import httpx
 import psutil
 
 from session_service.models import StatsUpdate
@@ -53,14 +53,7 @@ class Tally:
                 self.errors += 1
 
 
-@dataclass
-class Snapshot:
-    """CPU seconds at one instant: this process, each core, the server tree."""
-
-    wall: float
-    own: float
-    cores: list[float]
-    server: dict[str, float]
+Snapshot = tuple[float, float, float, dict[str, float]]  # wall, own, machine, server
 
 
 def percentile(sorted_values: list[int], q: float) -> float:
@@ -69,10 +62,6 @@ def percentile(sorted_values: list[int], q: float) -> float:
         return math.nan
     rank = max(1, math.ceil(q * len(sorted_values)))
     return sorted_values[rank - 1] / 1e6
-
-
-def _busy(t: Any) -> float:
-    return float(t.user + t.nice + t.system + t.irq + t.softirq)
 
 
 def _role(proc: psutil.Process, api: int) -> str:
@@ -100,24 +89,20 @@ def server_cpu(roots: list[int]) -> dict[str, float]:
 
 
 def snapshot(server_pids: list[int]) -> Snapshot:
-    own = os.times()
-    return Snapshot(
-        wall=time.perf_counter(),
-        own=own.user + own.system,
-        cores=[_busy(t) for t in psutil.cpu_times(percpu=True)],
-        server=server_cpu(server_pids),
-    )
+    """CPU seconds at one instant: this process, the whole machine, the server trees."""
+    own, t = os.times(), psutil.cpu_times()
+    machine = t.user + t.nice + t.system + t.irq + t.softirq
+    return time.perf_counter(), own.user + own.system, machine, server_cpu(server_pids)
 
 
 def usage(a: Snapshot, b: Snapshot) -> dict[str, Any]:
     """Fractions of one core used between two snapshots; ``other`` is everything on the
-    machine that is neither this process nor the server's tree (noise)."""
-    wall = b.wall - a.wall
-    own = (b.own - a.own) / wall
-    cores = [(y - x) / wall for x, y in zip(a.cores, b.cores, strict=True)]
-    server = {k: (v - a.server.get(k, 0.0)) / wall for k, v in b.server.items()}
-    other = max(0.0, sum(cores) - own - sum(server.values()))
-    return {"loadgen": own, "cores": cores, "server": server, "other": other}
+    machine that is neither this process nor the servers' trees (noise)."""
+    wall = b[0] - a[0]
+    own = (b[1] - a[1]) / wall
+    server = {k: (v - a[3].get(k, 0.0)) / wall for k, v in b[3].items()}
+    other = max(0.0, (b[2] - a[2]) / wall - own - sum(server.values()))
+    return {"loadgen": own, "server": server, "other": other}
 
 
 async def worker(call: Call, tally: Tally) -> None:
@@ -217,26 +202,6 @@ async def run_raw(args: argparse.Namespace) -> dict[str, Any]:
             c.close()
 
 
-async def run_httpx(args: argparse.Namespace) -> dict[str, Any]:
-    n = args.concurrency
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    body = args.body.encode()
-    headers = {"content-type": "application/json"}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{args.port}", limits=limits, timeout=30
-    ) as client:
-
-        def caller(path: str) -> Call:
-            async def call() -> bool:
-                r = await client.put(path, content=body, headers=headers)
-                return r.status_code == 200
-
-            return call
-
-        calls = [caller(path) for path in paths(args)]
-        return await measure(calls, args.warmup, args.duration, args.server_pid)
-
-
 # the bare asyncpg loop
 
 
@@ -284,7 +249,7 @@ async def run_pg(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["raw", "httpx", "pg"])
+    parser.add_argument("kind", choices=["raw", "pg"])
     parser.add_argument("--body", required=True, help="the JSON body of PUT .../stats")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -296,10 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="root of a server process tree whose CPU to report; the first is the API",
     )
-    parser.add_argument("--port", type=int, help="raw, httpx: the server's port on 127.0.0.1")
-    parser.add_argument(
-        "--path", action="append", help="raw, httpx: /sessions/<id>/stats (repeatable)"
-    )
+    parser.add_argument("--port", type=int, help="raw: the server's port on 127.0.0.1")
+    parser.add_argument("--path", action="append", help="raw: /sessions/<id>/stats (repeatable)")
     parser.add_argument("--dsn", help="pg: the service's Postgres")
     parser.add_argument(
         "--session-id", action="append", help="pg: a session row to update (repeatable)"
@@ -311,7 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    runner = {"raw": run_raw, "httpx": run_httpx, "pg": run_pg}[args.kind]
+    runner = {"raw": run_raw, "pg": run_pg}[args.kind]
     result = asyncio.run(runner(args))
     result["affinity"] = sorted(os.sched_getaffinity(0))
     print(json.dumps(result))

@@ -1,15 +1,17 @@
 """The service under benchmark: ``session-service dev`` as a subprocess, its HTTP API and
-its Temporal histories. Shared by ``bench.merge`` and ``bench.export_import``.
+its Temporal histories. Shared by every harness of the suite.
 
 The stack runs from a frozen copy of ``session_service/`` (others edit the tree while a
 benchmark runs, and Temporal's sandbox re-reads workflow modules for every run), on free
-loopback ports and a fresh data dir, as the leader of its own process group. Every wait
-is bounded.
+loopback ports and a fresh data dir, as the leader of its own process group, optionally
+pinned to some cores. Every wait is bounded. :func:`code_facts` says which code ran: the
+git commit and whether ``session_service/`` differed from it (dirty).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import platform
@@ -18,19 +20,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.sampling import MB
+from bench.sampling import MB, CpuWindow, MemorySampler, PySpy, idle_memory
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 300.0
@@ -38,6 +41,7 @@ STOP_TIMEOUT = 120.0
 WAIT = 300  # Prefer: wait=N, the API's maximum: long operations answer 200 when done
 # ports other engineers' benchmarks use: never ours even if free right now
 RESERVED_PORTS = {18087, 17233, 18233, 28087, 27233, 28233}
+Cpus = frozenset[int] | None  # the cores a process may run on (None: any)
 
 
 def log(message: str) -> None:
@@ -59,6 +63,14 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in drop}
     env.update(extra or {})
     return env
+
+
+def pin_to(cpus: Cpus) -> Callable[[], None] | None:
+    """A preexec_fn that pins the child (and everything it starts later) to ``cpus``."""
+    if cpus is None:
+        return None
+    chosen = set(cpus)
+    return lambda: os.sched_setaffinity(0, chosen)
 
 
 def machine_facts() -> dict[str, Any]:
@@ -85,9 +97,19 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+def code_facts() -> dict[str, Any]:
+    """The commit under test, and whether ``session_service/`` differs from it."""
+    uncommitted = _git("status", "--porcelain", "--", "session_service").splitlines()
+    return {
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(uncommitted),
+        "uncommitted_in_session_service": uncommitted,
+    }
+
+
 def snapshot_code(dest: Path) -> dict[str, Any]:
     """Copy ``session_service/`` as it is now into ``dest`` (the stack's cwd and
-    PYTHONPATH); the git HEAD, the uncommitted files and a hash of the copy."""
+    PYTHONPATH); :func:`code_facts` and a hash of the copy."""
     target = dest / "session_service"
     shutil.copytree(
         REPO / "session_service", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -97,70 +119,61 @@ def snapshot_code(dest: Path) -> dict[str, Any]:
         if path.is_file():
             digest.update(str(path.relative_to(dest)).encode())
             digest.update(path.read_bytes())
-    return {
-        "git_head": _git("rev-parse", "--short", "HEAD"),
-        "uncommitted_in_session_service": _git(
-            "status", "--porcelain", "--", "session_service"
-        ).splitlines(),
-        "snapshot_sha256": digest.hexdigest()[:16],
-    }
+    facts = code_facts()
+    facts["git_head"] = facts["commit"]  # the name the first harnesses used
+    return facts | {"snapshot_sha256": digest.hexdigest()[:16]}
 
 
-@dataclass
-class DevStack:
-    """``session-service dev`` on free ports; ``env`` adds settings (e.g.
-    ``VECTOR_INDEX_MIN_POINTS``) to the environment it starts with."""
+@contextlib.contextmanager
+def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A fresh dir under /tmp (short: the Postgres socket fits in it), removed after."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    log(f"working in {work}")
+    try:
+        yield work
+    finally:
+        if keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
-    data_dir: Path
-    code_dir: Path
+
+class Process:
+    """A server on 127.0.0.1 run as the leader of its own process group (stopped with
+    its whole tree), optionally pinned to ``cpus``; ready when ``/health`` answers 200."""
+
+    port: int
     logfile: Path
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    temporal_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    cpus: Cpus
+    proc: subprocess.Popen[bytes] | None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def temporal_address(self) -> str:
-        return f"127.0.0.1:{self.temporal_port}"
-
-    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> float:
-        """Start it; the seconds until ``/health`` answers 200."""
-        argv = [sys.executable, "-m", "session_service.cli", "dev", "--port", str(self.port)]
-        argv += ["--data-dir", str(self.data_dir), "--temporal-port", str(self.temporal_port)]
-        argv += ["--temporal-ui-port", str(free_port())]
-        env = child_env({"PYTHONPATH": str(self.code_dir), **self.env})
+    def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> float:
+        """Start ``argv``; the seconds until ``/health`` answers 200 (bounded)."""
         began = time.monotonic()
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(
-                argv,
-                cwd=self.code_dir,
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+                argv, cwd=cwd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=pin_to(self.cpus),
+            )  # fmt: skip
         with httpx.Client(base_url=self.url, timeout=5) as client:
-            while time.monotonic() - began < START_TIMEOUT:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"dev exited at start:\n{self.tail()}")
+            while time.monotonic() - began < START_TIMEOUT and self.proc.poll() is None:
                 try:
                     if client.get("/health").status_code == 200:
                         return time.monotonic() - began
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.1)
+                time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"dev not healthy after {START_TIMEOUT}s:\n{self.tail()}")
+        raise RuntimeError(f"{argv[2:4]} did not start:\n{self.tail()}")
 
     def stop(self) -> int | None:
         """SIGTERM to the group, wait, SIGKILL what is left; the leader's exit code."""
@@ -172,14 +185,17 @@ class DevStack:
             try:
                 proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                log(f"dev ignored SIGTERM for {STOP_TIMEOUT}s: SIGKILL")
+                log(f"pid {proc.pid} ignored SIGTERM for {STOP_TIMEOUT}s: SIGKILL")
         _signal_group(proc.pid, signal.SIGKILL)
         return proc.wait(10)
 
     def tail(self, chars: int = 3000) -> str:
-        return self.logfile.read_text(errors="replace")[-chars:]
+        try:
+            return self.logfile.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
 
-    def __enter__(self) -> DevStack:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -191,6 +207,54 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+@dataclass
+class DevStack(Process):
+    """``session-service dev`` on free ports; ``env`` adds settings (e.g.
+    ``VECTOR_INDEX_MIN_POINTS``) to the environment it starts with; ``cpus`` pins it."""
+
+    data_dir: Path
+    code_dir: Path
+    logfile: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    temporal_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    cpus: Cpus = None
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def dsn(self) -> str:
+        """The embedded Postgres's DSN (the same socket-dir rule as ``dev``)."""
+        from session_service.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(self.data_dir)
+        pg.socket_dir = pg._choose_socket_dir()
+        return pg.dsn
+
+    def start(self) -> float:
+        """Start it; the seconds until ``/health`` answers 200."""
+        argv = [sys.executable, "-m", "session_service.cli", "dev", "--port", str(self.port)]
+        argv += ["--data-dir", str(self.data_dir), "--temporal-port", str(self.temporal_port)]
+        argv += ["--temporal-ui-port", str(free_port())]
+        env = child_env({"PYTHONPATH": str(self.code_dir), **self.env})
+        return self.launch(argv, env, self.code_dir)
+
+
+class Server(Process):
+    """``python -m <module> --port P`` from the repo: the in-memory app of ``bench.api``."""
+
+    def __init__(self, module: str, logfile: Path, cpus: Cpus = None) -> None:
+        self.module, self.port, self.logfile, self.cpus = module, free_port(), logfile, cpus
+        self.proc = None
+
+    def start(self) -> float:
+        argv = [sys.executable, "-m", self.module, "--port", str(self.port)]
+        return self.launch(argv, child_env(), REPO)
 
 
 # the HTTP API
@@ -205,8 +269,11 @@ class Api:
     def close(self) -> None:
         self.http.close()
 
-    def create_session(self, name: str, dim: int) -> str:
-        r = self.http.post("/sessions", json={"name": name, "configuration": {"vector_size": dim}})
+    def create_session(self, name: str, dim: int | None = None) -> str:
+        body: dict[str, Any] = {"name": name}
+        if dim is not None:
+            body["configuration"] = {"vector_size": dim}
+        r = self.http.post("/sessions", json=body)
         r.raise_for_status()
         return str(r.json()["id"])
 
@@ -246,6 +313,38 @@ class Api:
         r = self.http.post(f"/sessions/{session_id}/points/query", json=body)
         r.raise_for_status()
         return [p["id"] for p in r.json()["points"]]
+
+
+def measured_operation(
+    api: Api, dev: DevStack, name: str, path: str, body: dict[str, Any], points: int,
+    spy: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """POST one long-running operation and wait for its answer, with the dev process's
+    memory (from its idle median just before) and the CPU sampled; ``spy``: py-spy too."""
+    log(f"{name}: POST {path}")
+    with (
+        MemorySampler(dev.pid, baseline=idle_memory(dev.pid)) as sampler,
+        CpuWindow(contender=dev.pid) as cpu,
+        PySpy(dev.pid, spy) if spy else contextlib.nullcontext() as profiler,
+    ):
+        answer, seconds = api.long(path, body)
+        window = cpu.read()
+    op_id = answer["_operation_id"]
+    out: dict[str, Any] = {
+        "name": name,
+        "answer": answer,
+        "operation_id": op_id,
+        "seconds": seconds,
+        "points_per_s": points / seconds,
+        "server_s": server_seconds(api.operation(op_id)),
+        "memory": sampler.report(),
+        "cpu": window,
+        "history": activity_seconds(dev.temporal_address, op_id),
+    }
+    if isinstance(profiler, PySpy):
+        out["profile"] = profiler.summary()
+    log(f"{name}: {out['points_per_s']:,.0f} points/s, other load {window['other_cores']}")
+    return out
 
 
 def server_seconds(op: dict[str, Any]) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from session_service import logs
 from session_service.settings import Settings
@@ -69,12 +70,33 @@ async def _serve(settings: Settings, host: str, port: int, *, with_worker: bool)
         if not with_worker:
             _freeze_startup_heap()
             await server.serve()
+            log.info("api stopped")
             return
+        # Stop order on SIGTERM: the API stops taking requests and finishes those in
+        # flight (whose operations still have the worker), then the worker drains, then
+        # the stores close.
         async with await worker_for(runtime):
             _freeze_startup_heap()
             await server.serve()
+            log.info("api stopped")
+            _draining(settings)
+        log.info("worker stopped")
     finally:
         await runtime.close()
+        log.info("stores closed")
+
+
+def _draining(settings: Settings) -> None:
+    """Say that the worker drains, and keep a repeated signal from killing the process
+    meanwhile: the drain is bounded by the grace period, and a killed process would leave
+    its activities to time out and be retried."""
+    grace = settings.worker_shutdown_grace_seconds
+    log.info("worker draining", grace_seconds=grace)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(
+            sig, lambda: log.warning("already stopping: the worker drains", grace_seconds=grace)
+        )
 
 
 async def _work(settings: Settings) -> None:
@@ -91,8 +113,11 @@ async def _work(settings: Settings) -> None:
             _freeze_startup_heap()
             log.info("worker polling", task_queue=settings.temporal_task_queue)
             await stop.wait()
+            _draining(settings)
+        log.info("worker stopped")
     finally:
         await runtime.close()
+        log.info("stores closed")
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -117,6 +142,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             )
             update["temporal_address"] = temporal.start()
             update["temporal_ui_url"] = temporal.ui_url
+            if settings.temporal_tls_enabled:
+                log.warning("TEMPORAL_TLS* and TEMPORAL_API_KEY ignored: dev's Temporal has no TLS")
+            update.update(temporal_tls=False, temporal_api_key=None)
             log.info("temporal ready", address=temporal.address, ui=temporal.ui_url)
         settings = settings.model_copy(update=update)
         return _run_serving(settings, args, "dev")
@@ -261,15 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Settings that don't validate and a Temporal that can't be reached end the command
+    with one line on stderr (no traceback): exit 2 and 1."""
+    from session_service.errors import StartupError
+
     args = build_parser().parse_args(argv)
     if args.command in ("dev", "api", "serve", "worker", "migrate"):
-        settings = Settings()
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            for line in _setting_errors(exc):
+                print(f"session-service {args.command}: {line}", file=sys.stderr)
+            return 2
         default = "console" if args.command == "dev" else "json"
         logs.configure(
             json_logs=(settings.log_format or default) == "json", level=settings.log_level
         )
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except StartupError as exc:
+        print(f"session-service {args.command}: {exc}", file=sys.stderr)
+        return 1
     return code
+
+
+def _setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, named as its environment variable."""
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        names = [str(part).upper() for part in error["loc"]]
+        lines.append(f"{'.'.join(names)}: {message}" if names else message)
+    return lines
 
 
 if __name__ == "__main__":

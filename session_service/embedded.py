@@ -1,9 +1,12 @@
 """The embedded stack of ``session-service dev``: Postgres and Temporal as direct children.
 
-Both run as children of this process, in its process group, with a
-parent-death signal: ``kill -9`` of the group, or of this process alone,
-leaves nothing running. ``pg_ctl`` is avoided on purpose: it gives the
-postmaster a session of its own, which would survive the group kill.
+Both run as children of this process, each in a process group of its own, with a
+parent-death signal. A signal to the whole group (Ctrl-C in a terminal, a
+supervisor's SIGTERM) reaches only this process, which stops the API, lets the
+worker drain against a Temporal and a Postgres that still run, and then stops
+them; ``kill -9`` of the group, or of this process alone, still leaves nothing
+running (the parent-death signal). ``pg_ctl`` is avoided on purpose: it gives
+the postmaster a session of its own and no parent-death signal.
 """
 
 from __future__ import annotations
@@ -264,6 +267,7 @@ class EmbeddedPostgres:
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
+                process_group=0,  # out of reach of signals sent to our group
                 preexec_fn=_preexec(self._uid, self._gid),
             )
         deadline = time.monotonic() + timeout
@@ -352,6 +356,7 @@ class EmbeddedTemporal:
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
+                process_group=0,  # out of reach of signals sent to our group
                 preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+class StartupError(Exception):
+    """A store the process needs can't be reached as configured. The message names the
+    setting to change; the CLI prints it as one line and exits 1."""
+
+
 class ServiceError(Exception):
     status = 500
     title = "Internal Server Error"

@@ -11,6 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, TelemetryConfig
 from temporalio.runtime import Runtime as TemporalRuntime
 
+from session_service import temporal_connection
 from session_service.cold import ColdService
 from session_service.operations import OperationService
 from session_service.retention import RetentionService
@@ -75,11 +76,8 @@ class Runtime:
                     )
                 )
             )
-            temporal = await Client.connect(
-                settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
-                runtime=telemetry,
+            temporal = await temporal_connection.connect(
+                settings, data_converter=pydantic_data_converter, runtime=telemetry
             )
             if vectors is None:
                 vectors = await open_vector_store(settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_IMPORT_INFLATED_BYTES = 32 * 1024**3
@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     op_batches_per_call: int = Field(default=16, ge=1, le=1000)
     op_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     op_maximum_attempts: int = Field(default=5, ge=1)
+    worker_shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long the worker lets activities in flight finish (a "
+        "copy step stops at its next batch and reports) before cancelling them",
+    )
     vector_open_shards: int = Field(
         default=64,
         ge=1,
@@ -81,6 +88,23 @@ class Settings(BaseSettings):
     )
     pg_pool_min: int = 2
     pg_pool_max: int = 20
+    # Securing the Temporal connection (session_service/temporal_connection.py uses them).
+    temporal_tls: bool | None = Field(
+        default=None,
+        description="TLS to Temporal; unset: on when any TLS material or TEMPORAL_API_KEY is set",
+    )
+    temporal_tls_server_ca_cert_path: Path | None = None
+    temporal_tls_server_ca_cert_data: str | None = Field(default=None, description="PEM")
+    temporal_tls_server_name: str | None = Field(
+        default=None, description="name the server certificate is checked against (and SNI)"
+    )
+    temporal_tls_client_cert_path: Path | None = None
+    temporal_tls_client_cert_data: str | None = Field(default=None, description="PEM")
+    temporal_tls_client_key_path: Path | None = None
+    temporal_tls_client_key_data: SecretStr | None = Field(default=None, description="PEM")
+    temporal_api_key: SecretStr | None = Field(
+        default=None, description="sent as `authorization: Bearer ...` (Temporal Cloud)"
+    )
 
     # cold sessions (API.md section G)
     offload_keep_artifact_after_reload: bool = Field(
@@ -100,6 +124,80 @@ class Settings(BaseSettings):
                     "SESSION_API_KEYS holds a placeholder or a key shorter than 8 characters"
                 )
         return value
+
+    @field_validator(
+        "temporal_tls_server_ca_cert_path",
+        "temporal_tls_server_ca_cert_data",
+        "temporal_tls_server_name",
+        "temporal_tls_client_cert_path",
+        "temporal_tls_client_cert_data",
+        "temporal_tls_client_key_path",
+        "temporal_tls_client_key_data",
+        "temporal_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``FOO=`` in a compose file) means unset, not the path ``.``."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _temporal_tls_consistent(self) -> Settings:
+        """Contradictions in the Temporal TLS settings are refused at start, by name."""
+        pairs = [
+            (
+                "SERVER_CA_CERT",
+                self.temporal_tls_server_ca_cert_path,
+                self.temporal_tls_server_ca_cert_data,
+            ),
+            ("CLIENT_CERT", self.temporal_tls_client_cert_path, self.temporal_tls_client_cert_data),
+            ("CLIENT_KEY", self.temporal_tls_client_key_path, self.temporal_tls_client_key_data),
+        ]
+        for name, path, data in pairs:
+            if path is not None and data is not None:
+                raise ValueError(
+                    f"set TEMPORAL_TLS_{name}_PATH or TEMPORAL_TLS_{name}_DATA, not both"
+                )
+        has_cert = self.temporal_tls_client_cert_path or self.temporal_tls_client_cert_data
+        has_key = self.temporal_tls_client_key_path or self.temporal_tls_client_key_data
+        if has_cert and not has_key:
+            raise ValueError(
+                "TEMPORAL_TLS_CLIENT_CERT_PATH (or _DATA) is set without "
+                "TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA): a client certificate needs its key"
+            )
+        if has_key and not has_cert:
+            raise ValueError(
+                "TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA) is set without "
+                "TEMPORAL_TLS_CLIENT_CERT_PATH (or _DATA): a client key needs its certificate"
+            )
+        material = [
+            f"TEMPORAL_TLS_{name}_{'PATH' if path is not None else 'DATA'}"
+            for name, path, data in pairs
+            if path is not None or data is not None
+        ]
+        if self.temporal_tls_server_name:
+            material.append("TEMPORAL_TLS_SERVER_NAME")
+        if self.temporal_tls is False and material:
+            raise ValueError(f"TEMPORAL_TLS is false but {', '.join(material)} is set")
+        return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        """Explicit ``TEMPORAL_TLS``, else on with any TLS material or an API key
+        (Temporal Cloud takes API keys over TLS only)."""
+        if self.temporal_tls is not None:
+            return self.temporal_tls
+        return any(
+            value is not None
+            for value in (
+                self.temporal_tls_server_ca_cert_path,
+                self.temporal_tls_server_ca_cert_data,
+                self.temporal_tls_server_name,
+                self.temporal_tls_client_cert_path,
+                self.temporal_tls_client_cert_data,
+                self.temporal_api_key,
+            )
+        )
 
     @property
     def api_keys(self) -> frozenset[str]:

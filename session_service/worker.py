@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -35,6 +36,9 @@ from session_service.workflows import ALL_WORKFLOWS
 
 log = logs.get(__name__)
 DEFAULT_INDEX_MIN_POINTS: int = Settings.model_fields["vector_index_min_points"].default
+DEFAULT_SHUTDOWN_GRACE = timedelta(
+    seconds=Settings.model_fields["worker_shutdown_grace_seconds"].default
+)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -131,9 +135,15 @@ def build_worker(
     max_concurrent_activities: int = 16,
     import_limits: Limits = DEFAULT_LIMITS,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
+    shutdown_grace: timedelta = DEFAULT_SHUTDOWN_GRACE,
     keep_artifact: bool = False,
 ) -> Worker:
-    """``overrides`` replace activities of the same name (tests inject faults this way)."""
+    """``overrides`` replace activities of the same name (tests inject faults this way).
+
+    On shutdown the worker stops polling, then gives activities in flight
+    ``shutdown_grace`` to finish before it cancels them: a rolling deploy lets a copy
+    step report its progress instead of losing it to a cancel and a retry.
+    """
     by_name: dict[str, Callable[..., Any]] = {}
     steps = activities(
         repo,
@@ -153,6 +163,7 @@ def build_worker(
         activities=list(by_name.values()),
         max_concurrent_activities=max_concurrent_activities,
         interceptors=[LogContext(), AutoHeartbeat()],
+        graceful_shutdown_timeout=shutdown_grace,
     )
 
 
@@ -174,5 +185,6 @@ def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ())
         overrides=overrides,
         import_limits=Limits.of(runtime.settings),
         index_min_points=runtime.settings.vector_index_min_points,
+        shutdown_grace=timedelta(seconds=runtime.settings.worker_shutdown_grace_seconds),
         keep_artifact=runtime.settings.offload_keep_artifact_after_reload,
     )

@@ -94,3 +94,59 @@ def test_serve_runs_api_and_worker_on_edge(settings: Settings, tmp_path: Path) -
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def one_line_failure(command: str, **extra: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "session_service.cli", command],
+        env=env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"session-service {command}: "), done.stderr
+    return lines[0]
+
+
+def test_an_unreachable_postgres_is_one_line_without_the_password(settings: Settings) -> None:
+    assert settings.temporal_address
+    line = one_line_failure(
+        "worker",
+        DATABASE_URL="postgresql://app:s3cret-pw@127.0.0.1:1/sessions",
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        QDRANT_URL="http://127.0.0.1:1",
+    )
+    assert "cannot connect to Postgres at 127.0.0.1:1/sessions" in line
+    assert "check DATABASE_URL" in line and "s3cret-pw" not in line
+
+
+def test_an_unreachable_qdrant_is_one_line(settings: Settings) -> None:
+    """A worker that can't reach its vectors would take activities only to fail them."""
+    assert settings.database_url and settings.temporal_address
+    line = one_line_failure(
+        "worker",
+        DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        QDRANT_URL="http://127.0.0.1:1",
+    )
+    assert "cannot reach Qdrant at http://127.0.0.1:1" in line
+    assert "check QDRANT_URL and QDRANT_API_KEY" in line
+
+
+def test_a_namespace_that_does_not_exist_is_one_line(settings: Settings, tmp_path: Path) -> None:
+    """The server answers the connection's own call without checking the namespace or the
+    credentials: the first call scoped to the namespace does, at start."""
+    assert settings.database_url and settings.temporal_address
+    line = one_line_failure(
+        "serve",
+        DATABASE_URL=settings.database_url,
+        TEMPORAL_ADDRESS=settings.temporal_address,
+        TEMPORAL_NAMESPACE="no-such-namespace",
+        DATA_DIR=str(tmp_path),
+    )
+    assert line == (
+        f"session-service serve: temporal at {settings.temporal_address}: namespace "
+        "'no-such-namespace' does not exist: check TEMPORAL_NAMESPACE"
+    )

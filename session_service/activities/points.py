@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from session_service import logs
 from session_service.activities.meter import points_moved
 from session_service.operation_types import (
     CopyCheckpoint,
@@ -24,6 +25,8 @@ from session_service.operation_types import (
     RemoveResult,
 )
 from session_service.stores.vector_store import VectorStore
+
+log = logs.get(__name__)
 
 
 def _checkpoint() -> CopyCheckpoint | None:
@@ -51,6 +54,9 @@ class PointSteps:
         """Scroll ``source`` from ``offset`` and upsert into ``target``, up to ``max_batches``.
 
         Upserts keep ids, so a batch repeated after a crash writes the same points again.
+        When the worker shuts down (a deploy), the step stops after the batch in hand and
+        reports how far it got: the workflow goes on from there on another worker, and
+        no finished batch is copied twice.
         """
         checkpoint = _checkpoint()
         if checkpoint is not None and checkpoint.offset is None:
@@ -69,6 +75,9 @@ class PointSteps:
             read += copied
             activity.heartbeat(CopyCheckpoint(offset=offset, read=read))
             if offset is None:
+                break
+            if activity.is_worker_shutdown():
+                log.info("copy paused for worker shutdown", source=inp.source, points=read)
                 break
         await self.vectors.flush(inp.target)
         return CopyResult(read=read, next_offset=offset, resumed_from=resumed_from)

@@ -68,7 +68,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_paths={"/health", "/metrics"})
+    app.add_middleware(
+        ApiKeyMiddleware, keys=settings.api_keys, open_paths={*health.PROBE_PATHS, "/metrics"}
+    )
     app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)

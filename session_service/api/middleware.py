@@ -107,7 +107,8 @@ def _plain_json_errors(send: Send) -> Send:
 
 
 class ApiKeyMiddleware:
-    """When keys are configured, every request but /health needs ``Authorization: Bearer <key>``."""
+    """When keys are configured, every request but the ``open_paths`` (probes, metrics)
+    needs ``Authorization: Bearer <key>``."""
 
     def __init__(self, app: ASGIApp, keys: Collection[str], open_paths: Collection[str]) -> None:
         self.app = app
@@ -195,6 +196,9 @@ class _TooLarge(BaseException):  # noqa: N818 - passes through FastAPI's body pa
 
 
 QUIET_SUFFIXES = ("/stats", "/model-usage")
+# Probes and scrapes arrive every few seconds from every orchestrator and Prometheus:
+# not logged (their metrics still count them).
+UNLOGGED_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 _LOGGED_PARAMS = ("session_id", "operation_id", "export_id")
 SLOW_SECONDS = 1.0
 
@@ -247,7 +251,7 @@ class RequestContextMiddleware:
             logs.unbind(**tokens)
 
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
-        if scope["path"] in ("/health", "/metrics"):
+        if scope["path"] in UNLOGGED_PATHS:
             return
         level = logging.DEBUG if _routine(scope, status, seconds) else logging.INFO
         if not self.stdlib.isEnabledFor(level):  # before structlog renders anything

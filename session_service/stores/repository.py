@@ -13,11 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from session_service.errors import Conflict, Locked, NotFound, PreconditionFailed, Unprocessable
+from session_service.errors import (
+    Conflict,
+    Locked,
+    NotFound,
+    PreconditionFailed,
+    StartupError,
+    Unprocessable,
+)
 from session_service.models import (
     ArtifactRef,
     ModelType,
@@ -57,11 +65,29 @@ async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
-    )
+    """The pool, or a :class:`StartupError` naming ``DATABASE_URL`` (never its password)."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StartupError(
+            f"cannot connect to Postgres at {_where(dsn)}: {reason} (check DATABASE_URL)"
+        ) from None
     assert pool is not None
     return pool
+
+
+def _where(dsn: str) -> str:
+    """host:port/database of a DSN, without its user and password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "(socket from the URL's query)"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "DATABASE_URL (not a URL)"
+    return f"{host}{port}{parts.path}"
 
 
 def _record(row: asyncpg.Record) -> SessionRecord:

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from session_service.errors import StartupError
+
 if TYPE_CHECKING:
     from session_service.point_query import PointQuery, ScoredPointOut
     from session_service.settings import Settings
@@ -197,7 +199,16 @@ async def open_vector_store(settings: Settings) -> VectorStore:
     if url:
         from session_service.stores.qdrant_server import QdrantServerStore
 
-        return QdrantServerStore.connect(url, api_key=settings.qdrant_api_key)
+        server = QdrantServerStore.connect(url, api_key=settings.qdrant_api_key)
+        try:
+            await server.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure: this process can't work
+            server.close()
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise StartupError(
+                f"cannot reach Qdrant at {url}: {reason} (check QDRANT_URL and QDRANT_API_KEY)"
+            ) from None
+        return server
     from session_service.stores.edge_store import EdgeStore
     from session_service.stores.local_migration import migrate_local_mode
 

@@ -1,7 +1,8 @@
 """The hot per-session writes of the processing services: counters and model usage.
 
 The platform's services call these far more often than anything else, so
-they are made cheap to reach (measured with ``bench/asgi_cost.py``):
+they are made cheap to reach (measured with ``bench/asgi_cost.py``, in git history at
+c98c26c; BENCHMARKS.md keeps the figures):
 
 * ``install`` puts their routes on the app itself, first: this FastAPI tries
   routes one by one and wraps each included router in another layer of
