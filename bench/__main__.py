@@ -1,7 +1,7 @@
 """The benchmark suite: ``python -m bench [--quick] [--only NAME[,NAME]] [--write]``.
 
 Runs every harness in turn (``make bench``): api, merge (with the query benchmark on the
-merged session), export_import, retention. ``--only`` picks some: ``--only merge`` is the
+merged session), export_import, retention, cold. ``--only`` picks some: ``--only merge`` is the
 merge and then the queries on its result, ``--only query`` the query benchmark on its
 own (one session seeded through the API). Each harness prints its Markdown tables and
 writes its raw numbers to ``bench/results/<name>.json``; then the summary table (one row
@@ -24,7 +24,7 @@ import time
 import traceback
 from types import ModuleType
 
-from bench import api, export_import, merge, query, report, retention
+from bench import api, cold, export_import, merge, query, report, retention
 from bench.stack import log
 
 HARNESSES: dict[str, ModuleType] = {
@@ -33,8 +33,9 @@ HARNESSES: dict[str, ModuleType] = {
     "query": query,
     "export_import": export_import,
     "retention": retention,
+    "cold": cold,
 }
-DEFAULT = ["api", "merge", "export_import", "retention"]  # merge runs query after itself
+DEFAULT = ["api", "merge", "export_import", "retention", "cold"]  # merge runs query after itself
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -22,19 +22,18 @@ First use: a session of ``--first-use-points`` (10,000) is offloaded, then
 it triggers included), ``--repeats`` times (offloaded again before each), beside the same
 read of the live session.
 
-Run: ``.venv/bin/python -m bench.cold`` (~3 min), ``--quick`` (5,000 and 2,000 points).
-JSON to ``bench/results/cold.json``, Markdown to stdout and ``cold.md``.
+Run: ``.venv/bin/python -m bench.cold`` (~2 min; also ``python -m bench --only cold``),
+``--quick`` (5,000 and 2,000 points). JSON to ``bench/results/cold.json``, Markdown to
+stdout and ``cold.md``; its rows (ratios and the first-use median, reported without a
+bound: the issue asks for figures) go into BENCHMARKS.md's summary table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,19 +41,19 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench import report
 from bench.edge_raw import block, payload, seed_session
 from bench.sampling import CpuWindow, MemorySampler, idle_memory, other_load
 from bench.stack import (
-    REPO,
     Api,
     DevStack,
     activity_seconds,
     log,
     machine_facts,
     snapshot_code,
+    workdir,
 )
 
-RESULTS = REPO / "bench" / "results" / "cold.json"
 NO_INDEX = str(10**12)
 
 
@@ -140,13 +139,13 @@ def first_use(api: Api, sid: str, repeats: int) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     n, dim = args.points, args.dim
-    report: dict[str, Any] = {"machine": machine_facts(), "code": snapshot_code(work / "code")}
-    report["other_load_at_start_cores"] = other_load()
+    out: dict[str, Any] = {"machine": machine_facts(), "code": snapshot_code(work / "code")}
+    out["other_load_at_start_cores"] = other_load()
     dev = DevStack(
         work / "data", work / "code", work / "dev.log", {"VECTOR_INDEX_MIN_POINTS": NO_INDEX}
     )
     with dev:
-        report["dev_start_s"] = dev.start()
+        out["dev_start_s"] = dev.start()
         api = Api(dev.url)
         sid = api.create_session("cold-source", dim)
         seeded = seed_session(api, sid, args.seed, 0, n, dim)
@@ -161,25 +160,25 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         rows.append(
             timed(api, dev, "service import", "/sessions/import", {"export_id": export_id}, n)
         )
-        report["export_artifact"] = disk(work / "data" / "exports" / f"{export_id}.ndjson.gz")
-        report["live_shard"] = disk(shard)
-        report["rss_before_offload"] = idle_memory(dev.pid)
+        out["export_artifact"] = disk(work / "data" / "exports" / f"{export_id}.ndjson.gz")
+        out["live_shard"] = disk(shard)
+        out["rss_before_offload"] = idle_memory(dev.pid)
         offload = timed(api, dev, "offload", f"/sessions/{sid}/offload", {}, n)
         rows.append(offload)
         offloaded = api.http.get("/sessions/offloaded").json()
-        [row] = [r for r in offloaded if r["session_id"] == sid]
-        report["offload_artifact"] = disk(work / "data" / "exports" / row["artifact_key"])
-        report["shard_after_offload_exists"] = shard.exists()
-        report["rss_after_offload"] = idle_memory(dev.pid)
+        [entry] = [r for r in offloaded if r["session_id"] == sid]
+        out["offload_artifact"] = disk(work / "data" / "exports" / entry["artifact_key"])
+        out["shard_after_offload_exists"] = shard.exists()
+        out["rss_after_offload"] = idle_memory(dev.pid)
         rows.append(timed(api, dev, "reload", f"/sessions/{sid}/reload", {}, n))
-        report["checked_points"] = check_points(api.http, sid, args.seed, n, dim)
-        report["rows"] = rows
+        out["checked_points"] = check_points(api.http, sid, args.seed, n, dim)
+        out["rows"] = rows
 
         small = api.create_session("first-use", dim)
         seed_session(api, small, args.seed + 1, 0, args.first_use_points, dim)
-        report["first_use"] = first_use(api, small, args.repeats)
+        out["first_use"] = first_use(api, small, args.repeats)
         api.close()
-    return report
+    return out
 
 
 def row(*cells: object) -> str:
@@ -252,48 +251,56 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", type=int, default=100_000, help="a multiple of 1,000")
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--first-use-points", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="5,000 and 2,000 points")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--keep", action="store_true", help="keep the work dir")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=int, default=100_000, help="a multiple of 1,000")
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--first-use-points", type=int, default=10_000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="5,000 and 2,000 points")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="keep the work dir")
+    return report.options(p)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> list[report.Result]:
     if args.quick:
         args.points, args.first_use_points, args.repeats = 5000, 2000, 3
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="sscold-", dir="/tmp"))
-    log(f"working in {work}")
     began = time.monotonic()
-    try:
-        report = bench(args, work)
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    report.update(
-        command="python -m bench.cold " + " ".join(sys.argv[1:] if argv is None else argv),
+    with workdir("sscold-", args.keep) as work:
+        out = bench(args, work)
+    out.update(
+        command=report.command("bench.cold", argv),
         points=args.points,
         dim=args.dim,
         first_use_points=args.first_use_points,
         total_s=time.monotonic() - began,
     )
-    text = markdown(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1, default=str))
-    args.output.with_suffix(".md").write_text(text + "\n")
-    print(text)
-    return 0 if report["checked_points"] == args.points else 1
+    report.save("cold", out, markdown(out))
+    if out["checked_points"] != args.points or out["shard_after_offload_exists"]:
+        left = out["shard_after_offload_exists"]
+        raise report.CheckFailed(f"cold: {out['checked_points']} points back, shard left: {left}")
+    rate = {r["name"]: r["points_per_s"] for r in out["rows"]}
+    n = f"{args.points // 1000}k"
+    targets = [
+        report.target(
+            f"cold: offload vs export ({n}), points/s", rate["offload"] / rate["service export"]
+        ),
+        report.target(
+            f"cold: reload vs import ({n}), points/s", rate["reload"] / rate["service import"]
+        ),
+        report.target(
+            f"cold: artifact vs live shard on disk ({n})",
+            out["offload_artifact"]["allocated"] / out["live_shard"]["allocated"],
+        ),
+        report.target(
+            f"cold: first use of an offloaded {args.first_use_points // 1000}k session, median",
+            statistics.median(out["first_use"]["cold_s"]),
+            unit="s",
+        ),
+    ]
+    return report.results(targets, out["command"], out["code"], args.quick)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(report.main(sys.modules[__name__]))
