@@ -14,7 +14,8 @@ route added later is documented by the same rules:
   on all but the open paths, 404 on paths with an id, 413 where there is a body;
 * the rest (403, 409, 412, 415, 503, a 404 without an id in the path) is what
   the route declares with ``responses=errors(...)``;
-* each operation id is the endpoint function's name (unique, snake_case).
+* each operation id is the endpoint function's name (unique, snake_case);
+* request and response examples come from ``api.examples``, keyed by operation id.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+
+from session_service.api.examples import EXAMPLES
 
 PROBLEM_MEDIA_TYPES = ("application/json", "application/problem+json")
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -139,6 +142,19 @@ def _add(responses: dict[str, Any], status: int) -> None:
     responses.setdefault(str(status), {"description": DESCRIPTIONS[status]})
 
 
+def _add_examples(operation: dict[str, Any]) -> None:
+    example = EXAMPLES.get(operation.get("operationId", ""))
+    if example is None:
+        return
+    if "request" in example:
+        body = operation["requestBody"]["content"]["application/json"]
+        body["example"] = example["request"]
+    if "response" in example:
+        response = operation["responses"][example.get("status", "200")]
+        media = response.setdefault("content", {}).setdefault("application/json", {})
+        media["example"] = example["response"]
+
+
 def _finish(schema: dict[str, Any], open_paths: frozenset[str]) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     defs = components.setdefault("schemas", {})
@@ -155,6 +171,7 @@ def _finish(schema: dict[str, Any], open_paths: frozenset[str]) -> dict[str, Any
     }
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
+            _add_examples(operation)
             responses = operation.setdefault("responses", {})
             _add(responses, 400)
             _add(responses, 422)
@@ -208,7 +225,7 @@ def install(app: FastAPI, open_paths: frozenset[str]) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            _name_operations(app, schema)
+            _name_operations(app, schema)  # before _finish: examples are keyed by it
             app.openapi_schema = _finish(schema, open_paths | OPEN_PATHS)
         return app.openapi_schema
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.models import MergeRequest, Operation, OperationStatus, SplitRequest
 from session_service.operation_types import OperationKind
@@ -23,7 +24,7 @@ _LONG = {
 }
 
 
-@router.post("/sessions/merge", responses=_LONG)  # type: ignore[arg-type]
+@router.post("/sessions/merge", responses={**_LONG, **errors(403, 404, 409)})  # type: ignore[arg-type]
 async def merge_sessions(
     body: MergeRequest,
     runtime: RuntimeDep,
@@ -36,7 +37,7 @@ async def merge_sessions(
     return await respond(runtime.operations, started, runtime.settings, prefer)
 
 
-@router.post("/sessions/{session_id}/split", responses=_LONG)  # type: ignore[arg-type]
+@router.post("/sessions/{session_id}/split", responses={**_LONG, **errors(403, 409)})  # type: ignore[arg-type]
 async def split_session(
     session_id: str,
     body: SplitRequest,
@@ -72,7 +73,12 @@ async def list_operations(
     )
 
 
-@router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Operation)
+@router.post(
+    "/operations/{operation_id}/cancel",
+    status_code=202,
+    response_model=Operation,
+    responses=errors(403, 409),
+)
 async def cancel_operation(
     operation_id: str, runtime: RuntimeDep, actor: CurrentActor
 ) -> Operation:
