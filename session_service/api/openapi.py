@@ -207,7 +207,7 @@ def _name_operations(app: FastAPI, schema: dict[str, Any]) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"operation id {name!r} is not snake_case")
         for method in sorted(context.methods or ()):
-            where = (context.path_format, method.lower())
+            where = (str(context.path_format), method.lower())
             if seen.setdefault(name, where) != where:
                 raise ValueError(f"operation id {name!r} names {seen[name]} and {where}")
             schema["paths"][where[0]][where[1]]["operationId"] = name

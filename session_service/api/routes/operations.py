@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
@@ -18,13 +18,13 @@ router = APIRouter(tags=["operations"])
 PreferHeader = Annotated[
     str | None, Header(description="respond-async, or wait=N seconds (RFC 7240)")
 ]
-_LONG = {
+_LONG: dict[int | str, dict[str, Any]] = {
     200: {"description": "Finished in time: the final body, with an Operation-Id header"},
     202: {"model": Operation, "description": "Still running: see Location"},
 }
 
 
-@router.post("/sessions/merge", responses={**_LONG, **errors(403, 404, 409)})  # type: ignore[arg-type]
+@router.post("/sessions/merge", responses={**_LONG, **errors(403, 404, 409)})
 async def merge_sessions(
     body: MergeRequest,
     runtime: RuntimeDep,
@@ -37,7 +37,7 @@ async def merge_sessions(
     return await respond(runtime.operations, started, runtime.settings, prefer)
 
 
-@router.post("/sessions/{session_id}/split", responses={**_LONG, **errors(403, 409)})  # type: ignore[arg-type]
+@router.post("/sessions/{session_id}/split", responses={**_LONG, **errors(403, 409)})
 async def split_session(
     session_id: str,
     body: SplitRequest,
