@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from session_service.api.deps import CurrentActor, Sessions
+from session_service.api.openapi import errors
 from session_service.errors import Unprocessable
 from session_service.models import (
     MAX_PAGE,
@@ -21,7 +22,7 @@ from session_service.point_query import PointQuery, QueryResult
 router = APIRouter(prefix="/sessions/{session_id}", tags=["points"])
 
 
-@router.put("/points")
+@router.put("/points", responses=errors(403, 409))
 async def upsert_points(
     session_id: str, body: PointsUpsert, sessions: Sessions, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -50,7 +51,7 @@ async def list_points(
     )
 
 
-@router.post("/points/delete")
+@router.post("/points/delete", responses=errors(403, 409))
 async def delete_points(
     session_id: str, body: PointsDelete, sessions: Sessions, actor: CurrentActor
 ) -> dict[str, Any]:
