@@ -60,9 +60,38 @@ async def test_metrics_count_requests_operations_and_points(
         moved("session_service_operation_duration_seconds_count", kind="merge", status="succeeded")
         == 1
     )
-    assert moved("session_service_points_moved_total", step="copy_points") == 50
+    assert moved("session_service_points_moved_total", activity_type="copy_points") == 50
+    # one label per concept: the SDK's activity_type names the step; no copy of it
+    assert "step=" not in text
+    # operation durations reach hours: a long merge lands in a bucket, not in +Inf
+    buckets = re.findall(
+        r'session_service_operation_duration_seconds_bucket\{[^}]*le="([^"]+)"', text
+    )
+    assert {"0.01", "10", "60", "3600", "21600", "+Inf"} <= set(buckets)
     assert "temporal_worker_task_slots_available" in text  # the SDK's own worker metrics
     assert "session_id=" not in text  # no session ids as labels
+
+
+async def test_a_split_counts_each_moved_point_once_and_its_removal_apart(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    """Summing points_moved_total over every activity type gives the points moved:
+    the removal from the source is counted in points_removed_total, not again."""
+    before = (await client.get("/metrics")).text
+    src = await seeded(make, list(range(30)), tag="s")
+    r = await client.post(
+        f"/sessions/{src['id']}/split",
+        json={"parts": [{"name": "p", "point_ids": list(range(10, 30))}]},
+    )
+    assert r.status_code == 200, r.text
+    text = (await client.get("/metrics")).text
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    assert moved("session_service_points_moved_total", activity_type="copy_points_by_id") == 20
+    assert moved("session_service_points_moved_total", activity_type="remove_points") == 0
+    assert moved("session_service_points_removed_total", activity_type="remove_points") == 20
 
 
 async def test_request_id_is_honoured_returned_and_logged(

@@ -1,0 +1,158 @@
+"""Tracing: one trace from the HTTP request through the workflow to its activities,
+log lines carrying its ids, and nothing of OpenTelemetry when no endpoint is set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from session_service import tracing
+from session_service.api.app import create_app
+from session_service.runtime import Runtime
+from session_service.settings import Settings
+from session_service.worker import worker_of
+from tests.conftest import Factory
+from tests.test_operations import seeded
+
+
+@dataclass
+class Traced:
+    client: httpx.AsyncClient
+    spans: InMemorySpanExporter
+    runtime: Runtime
+
+
+@pytest.fixture
+async def traced(settings: Settings, runtime: Runtime) -> AsyncIterator[Traced]:
+    """An app and a worker on a runtime of their own (own task queue) with tracing on,
+    exporting to memory; the stores are the shared runtime's."""
+    spans = InMemorySpanExporter()
+    own = settings.model_copy(
+        update={
+            "temporal_task_queue": f"traced-{uuid.uuid4().hex[:8]}",
+            "vector_index_min_points": 1,
+        }
+    )
+    rt = await Runtime.open(
+        own,
+        vectors=runtime.vectors,
+        run_migrations=False,
+        traced=tracing.tracing_with(SimpleSpanProcessor(spans)),
+    )
+    app = create_app(own, rt)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with (
+            worker_of(rt),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            yield Traced(client, spans, rt)
+    finally:
+        await rt.close(close_vectors=False)
+
+
+def _by_id(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
+    return {s.context.span_id: s for s in spans if s.context is not None}
+
+
+def _ancestors(span: ReadableSpan, index: dict[int, ReadableSpan]) -> list[str]:
+    names = []
+    while span.parent is not None and span.parent.span_id in index:
+        span = index[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+async def test_one_trace_from_the_request_through_the_workflow_to_its_activities(
+    traced: Traced, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    a = await seeded(make, list(range(30)), tag="a")
+    b = await seeded(make, list(range(30, 50)), tag="b")
+    r = await traced.client.post("/sessions/merge", json={"source_session_ids": [a["id"], b["id"]]})
+    assert r.status_code == 200, r.text
+    op = r.headers["Operation-Id"]
+    # the search index is built by a child workflow after the merge answered: wait for it
+    for _ in range(600):
+        names = {s.name for s in traced.spans.get_finished_spans()}
+        if "RunActivity:build_index" in names:
+            break
+        await asyncio.sleep(0.05)
+    spans = traced.spans.get_finished_spans()
+    index = _by_id(spans)
+    http = [s for s in spans if s.name == "POST /sessions/merge"]
+    assert len(http) == 1, sorted({s.name for s in spans})
+    trace_id = http[0].context.trace_id if http[0].context else 0
+    in_trace = [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
+    names = {s.name for s in in_trace}
+    for expected in (
+        "StartWorkflow:MergeWorkflow",
+        "RunWorkflow:MergeWorkflow",
+        "StartActivity:copy_points",
+        "RunActivity:copy_points",
+        "RunActivity:build_index",
+    ):
+        assert expected in names, sorted(names)
+    for span in in_trace:
+        if span.name.split(":")[0] in ("StartWorkflow", "RunWorkflow", "RunActivity"):
+            assert "POST /sessions/merge" in _ancestors(span, index), span.name
+    # the SDK parents a workflow's spans on the span that started it (a workflow's own
+    # span can't stay open across replays): request > start > run and activities
+    run = next(s for s in in_trace if s.name == "RunActivity:copy_points")
+    assert _ancestors(run, index)[:2] == [
+        "StartActivity:copy_points",
+        "StartWorkflow:MergeWorkflow",
+    ]
+
+    # a line the build_index activity logged carries the trace and its own span
+    built = [
+        rec.msg
+        for rec in caplog.records
+        if isinstance(rec.msg, dict) and rec.msg.get("event") == "search index built"
+    ]
+    mine = [m for m in built if m.get("operation_id") == f"index-{op}"]
+    assert mine, built
+    assert mine[0]["trace_id"] == format(trace_id, "032x")
+    activity_span = next(s for s in in_trace if s.name == "RunActivity:build_index")
+    assert activity_span.context is not None
+    assert mine[0]["span_id"] == format(activity_span.context.span_id, "016x")
+
+
+async def test_probes_and_scrapes_make_no_spans(traced: Traced) -> None:
+    for path in ("/health/live", "/metrics"):
+        assert (await traced.client.get(path)).status_code == 200
+    assert traced.spans.get_finished_spans() == ()
+
+
+async def test_without_an_endpoint_nothing_of_opentelemetry_is_set_up(
+    runtime: Runtime, settings: Settings, client: httpx.AsyncClient
+) -> None:
+    """The suite's stack runs with no OTLP endpoint: no provider, interceptor or middleware."""
+    assert not tracing.enabled()
+    assert tracing.from_environment() is None
+    assert runtime.tracing is None
+    assert not any(
+        isinstance(i, TracingInterceptor) for i in runtime.temporal.config()["interceptors"]
+    )
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    app = create_app(settings, runtime)
+    assert not any("OpenTelemetry" in m.cls.__name__ for m in app.user_middleware)  # type: ignore[attr-defined]
+    assert (await client.get("/sessions")).status_code == 200
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_an_endpoint_in_the_environment_switches_tracing_on() -> None:
+    assert tracing.enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert tracing.enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert not tracing.enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": ""})
