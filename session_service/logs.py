@@ -47,6 +47,19 @@ _SHARED: list[Any] = [
 ]
 
 
+def _core_fields(_: Any, __: str, event: Any) -> Any:
+    """A forwarded Temporal core record's target (the Rust module) and fields, as keys
+    of the event (the SDK would otherwise fold them into the logger name and message)."""
+    core = getattr(event.get("_record"), "temporal_log", None)
+    if core is None:
+        return event
+    event.setdefault("target", core.target)
+    fields: dict[str, Any] = getattr(core, "fields", None) or {}
+    for key, value in fields.items():
+        event.setdefault(key, value)
+    return event
+
+
 def configure(*, json_logs: bool, level: str = "INFO") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -60,7 +73,7 @@ def configure(*, json_logs: bool, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
+        foreign_pre_chain=[*_SHARED, _core_fields],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if json_logs else _keep,

@@ -59,7 +59,9 @@ def temporal_runtime(settings: Settings, metrics_address: str) -> TemporalRuntim
                 filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
                 forwarding=LogForwardingConfig(
                     logger=logging.getLogger("temporalio.core"),
-                    prepend_target_on_message=False,  # the target is in the logger name
+                    append_target_to_name=False,  # the target becomes a key (logs.py)
+                    prepend_target_on_message=False,
+                    append_log_fields_to_message=False,  # they become keys (logs.py)
                 ),
             ),
             metrics=PrometheusConfig(

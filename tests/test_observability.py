@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+from pathlib import Path
 
 import httpx
 import pytest
 
 from session_service import logs
 from tests.conftest import Factory
+from tests.test_dev_stack import DevStack
 from tests.test_operations import seeded
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -157,3 +161,34 @@ async def test_routine_counter_writes_log_at_debug_and_failures_at_info(
     caplog.set_level(logging.DEBUG)
     await client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1})
     assert [m["status"] for m in logged() if m.get("session_id") == s["id"]] == [200]
+
+
+@pytest.mark.e2e
+def test_json_logs_of_a_dev_stack_are_json_lines_only_with_the_temporal_core_in_them(
+    tmp_path: Path,
+) -> None:
+    """Start and stop the whole stack with LOG_FORMAT=json, stdout and stderr in one file
+    as a container runtime collects them: every line is a JSON object, none carries an
+    ANSI escape, and the Temporal core's own records are among them (forwarded, not
+    printed beside the stream by the core's console logger)."""
+    stack = DevStack(tmp_path / "data")
+    try:
+        stack.start(LOG_FORMAT="json", LOG_LEVEL="INFO")
+        with httpx.Client(base_url=stack.url, timeout=30) as c:
+            assert c.get("/health/ready").status_code == 200
+        assert stack.proc is not None
+        os.killpg(stack.proc.pid, signal.SIGTERM)
+        assert stack.proc.wait(90) == 0
+    finally:
+        if stack.proc is not None and stack.proc.poll() is None:
+            os.killpg(stack.proc.pid, signal.SIGKILL)
+            stack.proc.wait(30)
+    text = stack.log.read_text()
+    assert "\x1b" not in text
+    events = []
+    for line in text.splitlines():
+        event = json.loads(line)  # a non-JSON line fails here, naming itself
+        assert isinstance(event, dict) and {"event", "level", "logger", "timestamp"} <= set(event)
+        events.append(event)
+    core = [e for e in events if e["logger"].startswith("temporalio.core")]
+    assert core, "no record of the Temporal core was forwarded"
