@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
@@ -156,3 +161,49 @@ def test_an_endpoint_in_the_environment_switches_tracing_on() -> None:
     assert tracing.enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
     assert tracing.enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
     assert not tracing.enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": ""})
+
+
+def test_spans_reach_the_otlp_endpoint_named_in_the_environment() -> None:
+    """The production path, in a process of its own (it installs the global provider):
+    the endpoint variable alone switches tracing on, and the spans arrive there over
+    OTLP/HTTP, with the service's name."""
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    script = (
+        "from opentelemetry import trace\n"
+        "from session_service import tracing\n"
+        "t = tracing.from_environment()\n"
+        "assert t is not None and trace.get_tracer_provider() is t.provider\n"
+        "with t.provider.get_tracer('probe').start_as_current_span('probe-span'):\n"
+        "    pass\n"
+        "t.shutdown()\n"
+    )
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+    }
+    env.pop("OTEL_SERVICE_NAME", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr.decode()
+    assert [path for path, _ in received] == ["/v1/traces"]
+    assert b"probe-span" in received[0][1] and b"session-service" in received[0][1]
