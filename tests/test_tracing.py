@@ -56,6 +56,7 @@ async def traced(settings: Settings, runtime: Runtime) -> AsyncIterator[Traced]:
         traced=tracing.tracing_with(SimpleSpanProcessor(spans)),
     )
     app = create_app(own, rt)
+    assert app._is_instrumented_by_opentelemetry  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with (
@@ -152,7 +153,7 @@ async def test_without_an_endpoint_nothing_of_opentelemetry_is_set_up(
     )
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     app = create_app(settings, runtime)
-    assert not any("OpenTelemetry" in m.cls.__name__ for m in app.user_middleware)  # type: ignore[attr-defined]
+    assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
     assert (await client.get("/sessions")).status_code == 200
     assert not trace.get_current_span().get_span_context().is_valid
 
@@ -207,3 +208,23 @@ def test_spans_reach_the_otlp_endpoint_named_in_the_environment() -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert [path for path, _ in received] == ["/v1/traces"]
     assert b"probe-span" in received[0][1] and b"session-service" in received[0][1]
+
+
+def test_without_an_endpoint_the_opentelemetry_sdk_is_not_even_loaded() -> None:
+    """The cost of tracing switched off: an app built, the worker module loaded, and no
+    module of the SDK, the exporter or the instrumentation imported."""
+    script = (
+        "import sys\n"
+        "from session_service import logs, worker\n"
+        "from session_service.api.app import create_app\n"
+        "from session_service.settings import Settings\n"
+        "create_app(Settings())\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk',"
+        " 'opentelemetry.exporter', 'opentelemetry.instrumentation',"
+        " 'temporalio.contrib.opentelemetry'))]\n"
+        "assert not loaded, loaded\n"
+        "assert not logs._trace_ids\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
