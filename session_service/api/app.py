@@ -28,6 +28,7 @@ from session_service.api.routes import (
 from session_service.metrics import MetricsMiddleware
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.tracing import from_environment as tracing_from_environment
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -76,4 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    traced = runtime.tracing if runtime is not None else tracing_from_environment()
+    if traced is not None:  # outermost: the request's span is current in every layer
+        traced.instrument(app)
     return app
