@@ -5,6 +5,14 @@ Operation outcomes and moved points are counted where they happen, in workflows
 and activities, through the Temporal SDK's metric meter, which the SDK runtime
 exports in Prometheus format next to its own worker metrics; ``/metrics``
 serves both.
+
+One label per concept: the SDK's meter already labels what it records with
+``namespace``, ``task_queue`` and ``workflow_type`` (workflows) or
+``activity_type`` (activities), so the instruments here add only what the SDK
+can't know (an operation's ``kind`` and ``status``). A point is counted once
+per thing that happened to it: arriving in a collection or a file
+(``points_moved_total``) or leaving its source (``points_removed_total``), so a
+sum over all activity types never counts a split's points twice.
 """
 
 from __future__ import annotations
@@ -37,7 +45,15 @@ OPERATIONS_STARTED = Counter(
 OPERATIONS_FINISHED = "session_service_operations_finished"
 OPERATION_DURATION = "session_service_operation_duration_seconds"
 POINTS_MOVED = "session_service_points_moved"
+POINTS_REMOVED = "session_service_points_removed"
 INDEX_BUILD = "session_service_index_build_seconds"
+
+# An operation runs from a fraction of a second (a small merge) to hours (an export
+# or a retention sweep over millions of points): buckets from 10 ms to 6 h, so a
+# quantile never lands in +Inf. The SDK runtime applies them (runtime.py).
+OPERATION_BUCKETS: tuple[float, ...] = (
+    0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600,
+)  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from session_service import logs
-from session_service.activities.meter import points_moved
+from session_service.activities.meter import points_moved, points_removed
 from session_service.operation_types import (
     CopyCheckpoint,
     CopyIdsInput,
@@ -116,7 +116,7 @@ class PointSteps:
                 copied |= await self.vectors.existing_ids(target, batches[index])
             await self.vectors.delete_ids(inp.source, [i for i in batches[index] if i in copied])
             removed += len(copied)
-            points_moved(len(copied))
+            points_removed(len(copied))
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=removed))
         await self.vectors.flush(inp.source)
         return RemoveResult(removed=removed)

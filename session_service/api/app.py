@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from session_service import __version__
-from session_service.api import problems
+from session_service.api import openapi, problems
 from session_service.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -29,6 +29,7 @@ from session_service.api.routes import (
 from session_service.metrics import MetricsMiddleware
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.tracing import from_environment as tracing_from_environment
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -53,10 +54,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         description="Sessions of the Tab Organizer platform: metadata in Postgres, "
         "vectors in Qdrant, long operations as Temporal workflows.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.openapi from the packaged viewers, not a CDN
+        redoc_url=None,
     )
     if runtime is not None:
         app.state.runtime = runtime
     problems.install(app)
+    open_paths = frozenset({*health.PROBE_PATHS, "/metrics"})
+    openapi.install(app, open_paths)
     counters.install(app)  # the hot writes, matched first
     app.include_router(health.router)
     # Static /sessions/... paths first, so that /sessions/{id} does not shadow them.
@@ -69,9 +74,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(points.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=exports.is_upload)
     app.add_middleware(
-        ApiKeyMiddleware, keys=settings.api_keys, open_paths={*health.PROBE_PATHS, "/metrics"}
+        ApiKeyMiddleware, keys=settings.api_keys, open_paths=open_paths | openapi.OPEN_PATHS
     )
     app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    traced = runtime.tracing if runtime is not None else tracing_from_environment()
+    if traced is not None:  # outermost: the request's span is current in every layer
+        traced.instrument(app)
     return app

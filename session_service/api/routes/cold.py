@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from session_service.access import Actor, rank
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.prefer import awaited, parse_prefer, respond
 from session_service.errors import Offloaded, Unprocessable
 from session_service.models import MAX_PAGE
@@ -75,7 +76,7 @@ async def list_offloaded(
     return [i for i in items if i["session_id"] in visible]
 
 
-@router.post("/sessions/{session_id}/offload")
+@router.post("/sessions/{session_id}/offload", responses=errors(403, 409))
 async def offload_session(
     session_id: str,
     runtime: RuntimeDep,
@@ -89,7 +90,7 @@ async def offload_session(
     return await respond(runtime.operations, started, runtime.settings, prefer)
 
 
-@router.post("/sessions/{session_id}/reload")
+@router.post("/sessions/{session_id}/reload", responses=errors(403, 409))
 async def reload_session(
     session_id: str,
     runtime: RuntimeDep,

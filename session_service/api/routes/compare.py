@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from session_service.api.deps import CurrentActor, Sessions
+from session_service.api.openapi import errors
 from session_service.models import CompareRequest
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
-@router.get("/compare")
+@router.get("/compare", responses=errors(404))
 async def compare_get(
     sessions: Sessions,
     actor: CurrentActor,
@@ -22,7 +23,7 @@ async def compare_get(
     return await sessions.compare(actor, session_ids.split(","))
 
 
-@router.post("/compare")
+@router.post("/compare", responses=errors(404))
 async def compare_post(
     body: CompareRequest, sessions: Sessions, actor: CurrentActor
 ) -> dict[str, Any]:

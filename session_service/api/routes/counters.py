@@ -20,13 +20,14 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query, Request
 
 from session_service.api.deps import UserIdHeader, actor_for, sessions_of
+from session_service.api.openapi import errors
 from session_service.errors import BadRequest
 from session_service.models import Message, ModelType, StatsUpdate
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
-@router.put("/{session_id}/stats", response_model=Message)
+@router.put("/{session_id}/stats", response_model=Message, responses=errors(403))
 async def put_stats(
     session_id: str, body: StatsUpdate, request: Request, x_user_id: UserIdHeader = None
 ) -> Message:
@@ -35,7 +36,7 @@ async def put_stats(
     return Message(message="Session statistics updated")
 
 
-@router.put("/{session_id}/model-usage", response_model=Message)
+@router.put("/{session_id}/model-usage", response_model=Message, responses=errors(403))
 async def put_model_usage(
     session_id: str,
     request: Request,

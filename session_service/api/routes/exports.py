@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.api.routes.cold import first_use
 from session_service.errors import Unprocessable, UnsupportedMediaType
@@ -90,7 +91,7 @@ async def get_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor) -
     return await runtime.transfers.get_export(actor, export_id)
 
 
-@router.get("/exports/{export_id}/download", response_class=FileResponse)
+@router.get("/exports/{export_id}/download", response_class=FileResponse, responses=errors(409))
 async def download_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor) -> FileResponse:
     """The artifact (gzip'd NDJSON), with its length and checksums in the headers."""
     row, path = await runtime.transfers.download(actor, export_id)
@@ -107,7 +108,7 @@ async def download_export(export_id: str, runtime: RuntimeDep, actor: CurrentAct
     )
 
 
-@router.delete("/exports/{export_id}")
+@router.delete("/exports/{export_id}", responses=errors(403, 409))
 async def delete_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor) -> dict[str, str]:
     """Remove an artifact and its record."""
     await runtime.transfers.delete_export(actor, export_id)
@@ -116,6 +117,7 @@ async def delete_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor
 
 @router.post(
     "/sessions/import",
+    responses=errors(404, 409, 415),
     openapi_extra={
         "requestBody": {
             "content": {

@@ -16,6 +16,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from session_service import __version__
 from session_service.api.deps import RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.problems import problem
 from session_service.metrics import CONTENT_TYPE, render
 from session_service.models import HealthStatus
@@ -132,7 +133,7 @@ async def _readiness(runtime: Runtime, state: State) -> dict[str, str]:
 
 @router.get(
     "/health/ready",
-    responses={503: {"description": "a problem object naming the failed checks"}},
+    responses=errors(503),
 )
 async def ready(runtime: RuntimeDep, request: Request) -> JSONResponse:
     """200 when Postgres, Temporal and the vector store answer and a worker polls the task

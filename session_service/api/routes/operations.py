@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.models import MergeRequest, Operation, OperationStatus, SplitRequest
 from session_service.operation_types import OperationKind
@@ -17,13 +18,13 @@ router = APIRouter(tags=["operations"])
 PreferHeader = Annotated[
     str | None, Header(description="respond-async, or wait=N seconds (RFC 7240)")
 ]
-_LONG = {
+_LONG: dict[int | str, dict[str, Any]] = {
     200: {"description": "Finished in time: the final body, with an Operation-Id header"},
     202: {"model": Operation, "description": "Still running: see Location"},
 }
 
 
-@router.post("/sessions/merge", responses=_LONG)  # type: ignore[arg-type]
+@router.post("/sessions/merge", responses={**_LONG, **errors(403, 404, 409)})
 async def merge_sessions(
     body: MergeRequest,
     runtime: RuntimeDep,
@@ -36,7 +37,7 @@ async def merge_sessions(
     return await respond(runtime.operations, started, runtime.settings, prefer)
 
 
-@router.post("/sessions/{session_id}/split", responses=_LONG)  # type: ignore[arg-type]
+@router.post("/sessions/{session_id}/split", responses={**_LONG, **errors(403, 409)})
 async def split_session(
     session_id: str,
     body: SplitRequest,
@@ -72,7 +73,12 @@ async def list_operations(
     )
 
 
-@router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Operation)
+@router.post(
+    "/operations/{operation_id}/cancel",
+    status_code=202,
+    response_model=Operation,
+    responses=errors(403, 409),
+)
 async def cancel_operation(
     operation_id: str, runtime: RuntimeDep, actor: CurrentActor
 ) -> Operation:

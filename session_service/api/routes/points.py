@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, RuntimeDep, Sessions
+from session_service.api.openapi import errors
 from session_service.api.routes.cold import first_use
 from session_service.errors import Unprocessable
 from session_service.models import (
@@ -27,7 +28,7 @@ PreferHeader = Annotated[
 ]
 
 
-@router.put("/points", response_model=None)
+@router.put("/points", response_model=None, responses=errors(403, 409))
 async def upsert_points(
     session_id: str,
     body: PointsUpsert,
@@ -69,7 +70,7 @@ async def list_points(
     return await first_use(runtime, actor, session_id, prefer, call)
 
 
-@router.post("/points/delete", response_model=None)
+@router.post("/points/delete", response_model=None, responses=errors(403, 409))
 async def delete_points(
     session_id: str,
     body: PointsDelete,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
+from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.models import RetentionPolicy
 
@@ -20,7 +21,7 @@ async def get_policy(runtime: RuntimeDep) -> dict[str, Any]:
     return await runtime.retention.view()
 
 
-@router.put("/retention-policy")
+@router.put("/retention-policy", responses=errors(403))
 async def put_policy(
     body: RetentionPolicy, runtime: RuntimeDep, actor: CurrentActor
 ) -> dict[str, Any]:
@@ -29,7 +30,7 @@ async def put_policy(
     return {"message": "Retention policy updated", "new_policy": policy.model_dump(mode="json")}
 
 
-@router.post("/cleanup")
+@router.post("/cleanup", responses=errors(403))
 async def cleanup(
     body: RetentionPolicy,
     runtime: RuntimeDep,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep, Sessions
+from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.errors import PreconditionFailed
 from session_service.models import (
@@ -51,7 +52,7 @@ def _if_match(header: str | None) -> int | None:
     return int(found.group(1))
 
 
-@router.post("", response_model=SessionModel)
+@router.post("", response_model=SessionModel, responses=errors(403))
 async def create_session(
     body: SessionCreate, sessions: Sessions, actor: CurrentActor, key: IdempotencyKey
 ) -> SessionModel:
@@ -97,7 +98,7 @@ async def get_session(
     return record.public()
 
 
-@router.put("/{session_id}", response_model=SessionModel)
+@router.put("/{session_id}", response_model=SessionModel, responses=errors(403, 409, 412))
 async def update_session(
     session_id: str,
     body: SessionUpdate,
@@ -112,7 +113,7 @@ async def update_session(
     return record.public()
 
 
-@router.delete("/{session_id}", response_model=DeleteResult)
+@router.delete("/{session_id}", response_model=DeleteResult, responses=errors(403, 409))
 async def delete_session(
     session_id: str,
     runtime: RuntimeDep,
@@ -129,21 +130,21 @@ async def delete_session(
     return DeleteResult(message=f"Session {session_id} deleted", permanent=False)
 
 
-@router.post("/{session_id}/archive", response_model=Message)
+@router.post("/{session_id}/archive", response_model=Message, responses=errors(403, 409))
 async def archive_session(session_id: str, sessions: Sessions, actor: CurrentActor) -> Message:
     """Archive a session."""
     await sessions.set_status(actor, session_id, SessionStatus.archived)
     return Message(message=f"Session {session_id} archived")
 
 
-@router.post("/{session_id}/restore", response_model=Message)
+@router.post("/{session_id}/restore", response_model=Message, responses=errors(403, 409))
 async def restore_session(session_id: str, sessions: Sessions, actor: CurrentActor) -> Message:
     """Make an archived or soft-deleted session active again."""
     await sessions.set_status(actor, session_id, SessionStatus.active)
     return Message(message=f"Session {session_id} restored")
 
 
-@router.post("/{session_id}/share", response_model=SessionModel)
+@router.post("/{session_id}/share", response_model=SessionModel, responses=errors(403, 409))
 async def share_session(
     session_id: str, body: ShareRequest, sessions: Sessions, actor: CurrentActor
 ) -> SessionModel:
@@ -151,7 +152,7 @@ async def share_session(
     return (await sessions.share(actor, session_id, body.user_ids, body.permissions)).public()
 
 
-@router.delete("/{session_id}/share/{user_id}", response_model=Message)
+@router.delete("/{session_id}/share/{user_id}", response_model=Message, responses=errors(403, 409))
 async def unshare_session(
     session_id: str, user_id: str, sessions: Sessions, actor: CurrentActor
 ) -> Message:
