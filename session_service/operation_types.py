@@ -539,3 +539,43 @@ class IndexOutcome(BaseModel):
 
 class IndexResult(BaseModel):
     collections: list[IndexOutcome] = Field(default_factory=list)
+
+
+# the operations record (a row per operation, written by the workflow's own activities)
+
+
+class OperationStart(BaseModel):
+    operation_id: str
+    kind: str
+    run_id: str
+    session_ids: list[str] = Field(default_factory=list)
+    owner_id: str | None = None
+    started_by: str | None = None
+    cancel_permission: str | None = None
+    cancel_ids: list[str] = Field(default_factory=list)
+    summary: str | None = None
+
+
+class OperationEnd(BaseModel):
+    operation_id: str
+    kind: str
+    status: str  # succeeded, failed or cancelled
+    run_id: str | None = None
+    session_ids: list[str] = Field(default_factory=list)
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+# workflow type -> operation kind: the workflows that are operations (IndexWorkflow is not)
+OPERATION_WORKFLOWS = {
+    "MergeWorkflow": OperationKind.MERGE,
+    "SplitWorkflow": OperationKind.SPLIT,
+    "DeleteWorkflow": OperationKind.DELETE,
+    "RetentionWorkflow": OperationKind.CLEANUP,
+    "ExportWorkflow": OperationKind.EXPORT,
+    "ImportWorkflow": OperationKind.IMPORT,
+    "OffloadWorkflow": OperationKind.OFFLOAD,
+    "ReloadWorkflow": OperationKind.RELOAD,
+}

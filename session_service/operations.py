@@ -1,7 +1,10 @@
 """Operations: starting, awaiting, describing, listing and cancelling workflows.
 
-The operation id is the Temporal workflow id; Temporal is the only record of
-an operation (its status, search attributes, result or failure, progress).
+The operation id is the Temporal workflow id. Temporal runs an operation; the
+``operations`` table records it (stores/operations_store.py): the API writes the row
+when it starts the workflow, the workflow's own activities when it starts and ends.
+Listing reads the table (one query) and asks Temporal only about the running ones;
+a finished operation is answered from its row, which outlives Temporal's retention.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from session_service.operation_types import (
     DeleteResult,
     ExportResult,
     MergeInput,
+    OperationEnd,
     OperationKind,
     Progress,
     RetentionResult,
@@ -77,6 +81,12 @@ from session_service.operation_types import (
 )
 from session_service.sessions import SessionService, request_hash
 from session_service.settings import Settings
+from session_service.stores.operations_store import (
+    OperationCursor,
+    OperationFilter,
+    OperationRow,
+    OperationStore,
+)
 
 log = logs.get(__name__)
 
@@ -110,14 +120,15 @@ _CANCEL_NEEDS = {
     OperationKind.OFFLOAD: Permission.admin,
     OperationKind.RELOAD: Permission.admin,
 }
+# How many running operations of a listed page are asked about at once (describe, query).
+_LIVE_CONCURRENCY = 16
+# Reuse policies under which a finished operation's id may run again (a new row's life).
+_RESTARTABLE = {
+    WorkflowIDReusePolicy.ALLOW_DUPLICATE: {"succeeded", "failed", "cancelled"},
+    WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY: {"failed", "cancelled"},
+}
 # Temporal refuses a search attribute value over 2,048 bytes (about 52 full ids).
 _SEARCH_ATTRIBUTE_BUDGET = 1800
-_STATUS_QUERY = {
-    OperationStatus.running: "ExecutionStatus = 'Running'",
-    OperationStatus.succeeded: "ExecutionStatus = 'Completed'",
-    OperationStatus.failed: "ExecutionStatus IN ('Failed', 'TimedOut', 'Terminated')",
-    OperationStatus.cancelled: "ExecutionStatus = 'Canceled'",
-}
 
 
 class OperationFailed(Exception):
@@ -202,6 +213,7 @@ class OperationService:
         self.client = client
         self.settings = settings
         self.sessions = sessions
+        self.records = OperationStore(sessions.repo.pool)
 
     def options(self) -> StepOptions:
         s = self.settings
@@ -234,16 +246,33 @@ class OperationService:
             SearchAttributePair(SESSION_IDS, search_ids(session_ids)),
             SearchAttributePair(OPERATION_KIND, kind.value),
         ]
+        memo_permission: str | None = getattr(
+            cancel_permission or _CANCEL_NEEDS.get(kind), "value", None
+        )
+        memo_cancel_ids = session_ids if cancel_ids is None else cancel_ids
         memo = {
             "session_ids": session_ids,
             "started_by": actor.user_id,
-            "cancel_permission": getattr(
-                cancel_permission or _CANCEL_NEEDS.get(kind), "value", None
-            ),
-            "cancel_ids": session_ids if cancel_ids is None else cancel_ids,
+            "cancel_permission": memo_permission,
+            "cancel_ids": memo_cancel_ids,
         }
         if owner_id:
             pairs.append(SearchAttributePair(OWNER_ID, owner_id))
+        # the row first: it exists even if no worker ever runs the workflow
+        earlier = await self.records.begin(
+            operation_id=workflow_id,
+            kind=kind.value,
+            session_ids=session_ids,
+            owner_id=owner_id,
+            started_by=actor.user_id,
+            cancel_permission=memo_permission,
+            cancel_ids=memo_cancel_ids,
+            summary=summary,
+            restart_from=_RESTARTABLE.get(reuse, set()),
+        )
+        if earlier is not None and earlier.done:
+            # that operation already ran (its Temporal record may be purged): never again
+            return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
         try:
             handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
                 name,
@@ -258,6 +287,10 @@ class OperationService:
             )
         except WorkflowAlreadyStartedError:  # the same id already ran: that is the operation
             handle = self.client.get_workflow_handle(workflow_id)
+        except BaseException:
+            if earlier is None:  # nothing runs under the row just written
+                await self.records.forget(workflow_id)
+            raise
         else:
             OPERATIONS_STARTED.labels(kind.value).inc()
             log.info(
@@ -460,6 +493,10 @@ class OperationService:
         )
 
     async def _known(self, workflow_id: str) -> bool:
+        """Whether the operation exists: its row (which outlives Temporal's retention),
+        else Temporal (operations started before the record was kept)."""
+        if await self.records.get(workflow_id) is not None:
+            return True
         try:
             await self.client.get_workflow_handle(workflow_id).describe()
             return True
@@ -477,6 +514,13 @@ class OperationService:
         """
         _, result_type = WORKFLOWS[started.kind]
         handle = self.client.get_workflow_handle(started.operation_id, result_type=result_type)
+        row = await self.records.get(started.operation_id)
+        if row is not None and row.done:  # ended: answered from its record, purged or not
+            if row.status == OperationStatus.succeeded.value:
+                return row.result
+            op = self._from_row(row)
+            assert op.error is not None
+            raise OperationFailed(started.operation_id, op.status, op.error)
         if seconds <= 0:
             return None
         try:
@@ -505,6 +549,50 @@ class OperationService:
         return op
 
     async def _read(self, operation_id: str) -> tuple[Operation, Holders]:
+        """A finished operation from its row; a running one (or one without a row) from
+        Temporal, and from the row if Temporal no longer knows it."""
+        row = await self.records.get(operation_id)
+        if row is not None and row.done:
+            return self._from_row(row), _holders_of(row)
+        try:
+            return await self._read_temporal(operation_id)
+        except NotFound:
+            if row is None:
+                raise
+            return self._from_row(row), _holders_of(row)
+
+    def _links(self, operation_id: str) -> dict[str, str]:
+        ui = self.settings.temporal_ui_url.rstrip("/")
+        ns = self.settings.temporal_namespace
+        return {
+            "self": f"/operations/{operation_id}",
+            "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
+        }
+
+    def _from_row(self, row: OperationRow, progress: dict[str, Any] | None = None) -> Operation:
+        status = OperationStatus(row.status)
+        error = (
+            None
+            if row.error_type is None
+            else OperationError(type=row.error_type, message=row.error_message or "")
+        )
+        return Operation(
+            id=row.id,
+            kind=row.kind,
+            status=status,
+            done=row.done,
+            session_ids=row.session_ids,
+            progress=progress or row.progress or {"phase": status.value},
+            result=row.result if status is OperationStatus.succeeded else None,
+            error=error,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            summary=row.summary,
+            owner_id=row.owner_id,
+            links=self._links(row.id),
+        )
+
+    async def _read_temporal(self, operation_id: str) -> tuple[Operation, Holders]:
         handle = self.client.get_workflow_handle(operation_id)
         try:
             desc = await handle.describe()
@@ -535,8 +623,6 @@ class OperationService:
         attrs = desc.typed_search_attributes
         memo = await desc.memo()
         session_ids = list(memo.get("session_ids") or attrs.get(SESSION_IDS) or [])
-        ui = self.settings.temporal_ui_url.rstrip("/")
-        ns = self.settings.temporal_namespace
         op = Operation(
             id=operation_id,
             kind=kind.value,
@@ -550,10 +636,7 @@ class OperationService:
             finished_at=desc.close_time,
             summary=await desc.static_summary(),
             owner_id=attrs.get(OWNER_ID),
-            links={
-                "self": f"/operations/{operation_id}",
-                "temporal_ui": f"{ui}/namespaces/{ns}/workflows/{operation_id}",
-            },
+            links=self._links(operation_id),
         )
         if "session_ids" in memo:
             needs = memo.get("cancel_permission")
@@ -625,34 +708,67 @@ class OperationService:
         kind: OperationKind | None,
         status: OperationStatus | None,
         limit: int,
-    ) -> list[Operation]:
-        """Operations newest first, filtered, and only those the actor may see."""
-        names = ", ".join(f"'{n}'" for n, _ in WORKFLOWS.values())
-        clauses = [f"WorkflowType IN ({names})"]
+        page_token: str | None = None,
+    ) -> tuple[list[Operation], str | None]:
+        """A page of operations, newest first, filtered and limited to what the actor may
+        see, all in one SQL query; then live progress of the running ones (at most two
+        Temporal calls each, ``_LIVE_CONCURRENCY`` at once). Returns the page and the
+        next page's token (None on the last page)."""
+        after = OperationCursor.decode(page_token) if page_token else None
+        sid: uuid.UUID | None = None
         if session_id is not None:
             try:
-                sid = str(uuid.UUID(session_id))
+                sid = uuid.UUID(session_id)
             except ValueError:
-                return []
-            # large operations name their sessions by a compact form (search_ids)
-            clauses.append(f"SessionIds IN ('{sid}', '{compact_id(sid)}')")
-        if kind is not None:
-            clauses.append(f"OperationKind = '{kind.value}'")
-        if status is not None:
-            clauses.append(_STATUS_QUERY[status])
-        query = " AND ".join(clauses)
-        ids: list[tuple[Any, str]] = []
-        async for wf in self.client.list_workflows(query, limit=limit):
-            ids.append((wf.start_time, wf.id))
-        ids.sort(reverse=True)
-        out = []
-        for _, operation_id in ids[:limit]:
-            op, holders = await self._read(operation_id)
-            if session_id is not None and sid not in op.session_ids:
-                continue  # another session sharing the compact form
-            if await self.visible(actor, op, holders):
-                out.append(op)
-        return out
+                return [], None
+        flt = OperationFilter(
+            kind=kind.value if kind else None,
+            status=status.value if status else None,
+            session_id=sid,
+            visible_to=None if actor.trusted else actor.user_id,
+        )
+        rows = await self.records.search(flt, limit + 1, after)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        gate = asyncio.Semaphore(_LIVE_CONCURRENCY)
+
+        async def shown(row: OperationRow) -> Operation:
+            if row.done:
+                return self._from_row(row)
+            async with gate:
+                return await self._live(row)
+
+        ops = list(await asyncio.gather(*(shown(r) for r in rows)))
+        token = OperationCursor(rows[-1].created_at, rows[-1].id).encode() if more else None
+        return ops, token
+
+    async def _live(self, row: OperationRow) -> Operation:
+        """A running row with its live progress; if Temporal says the run ended without
+        its end write (terminated, timed out), the row is brought up to date."""
+        handle = self.client.get_workflow_handle(row.id)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return self._from_row(row)  # not started yet, or not visible yet
+            raise
+        if desc.status in (None, *(s for s, v in _STATUS.items() if v is OperationStatus.running)):
+            return self._from_row(row, await self._progress(handle, OperationStatus.running))
+        op, _ = await self._read_temporal(row.id)
+        await self.records.ended(
+            OperationEnd(
+                operation_id=row.id,
+                kind=row.kind,
+                status=op.status.value,
+                run_id=desc.raw_description.workflow_execution_info.first_run_id or None,
+                session_ids=row.session_ids,
+                progress=op.progress,
+                result=op.result,
+                error_type=op.error.type if op.error else None,
+                error_message=op.error.message if op.error else None,
+            )
+        )
+        return op.model_copy(update={"created_at": row.created_at, "summary": row.summary})
 
     async def cancel(self, actor: Actor, operation_id: str) -> Operation:
         """Cancelling needs the permission that starting the operation needed (API.md E)."""
@@ -676,6 +792,14 @@ class OperationService:
             raise Conflict(f"operation {operation_id} already ended ({op.status.value})")
         await self.client.get_workflow_handle(operation_id).cancel()
         return op
+
+
+def _holders_of(row: OperationRow) -> Holders:
+    return Holders(
+        started_by=row.started_by,
+        cancel_permission=Permission(row.cancel_permission) if row.cancel_permission else None,
+        cancel_ids=row.cancel_ids,
+    )
 
 
 __all__ = ["OperationFailed", "OperationService", "Started", "timedelta"]

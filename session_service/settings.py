@@ -7,6 +7,7 @@ replaces the embedded part it names; everything unset is started by
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
         default=None, description="Comma-separated bearer tokens; unset means no API key check."
     )
     sync_wait_seconds: float = Field(default=10.0, ge=0, le=300)
+    idempotency_ttl: timedelta = Field(
+        default=timedelta(hours=24),
+        description="how long an Idempotency-Key is remembered (seconds, or ISO 8601 like "
+        "PT24H); older keys are deleted by the retention schedule's sweep",
+    )
     data_dir: Path = Path(".data")
     export_dir: Path | None = None
     op_batch_size: int = Field(default=1024, ge=1, le=10_000)

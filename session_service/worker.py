@@ -20,6 +20,7 @@ from session_service.activities import (
     ColdSteps,
     IndexSteps,
     PointSteps,
+    RecordSteps,
     RetentionSteps,
     SessionSteps,
     TransferSteps,
@@ -30,15 +31,18 @@ from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import ArtifactStore
+from session_service.stores.operations_store import OperationStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
+from session_service.workflows.record import OperationRecord
 
 log = logs.get(__name__)
 DEFAULT_INDEX_MIN_POINTS: int = Settings.model_fields["vector_index_min_points"].default
 DEFAULT_SHUTDOWN_GRACE = timedelta(
     seconds=Settings.model_fields["worker_shutdown_grace_seconds"].default
 )
+DEFAULT_IDEMPOTENCY_TTL: timedelta = Settings.model_fields["idempotency_ttl"].default
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -111,6 +115,7 @@ def activities(
     *,
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
     keep_artifact: bool = False,
+    idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
 ) -> list[Callable[..., Any]]:
     transfer = TransferSteps(repo, vectors, store, import_limits)
     steps: list[Any] = [
@@ -120,6 +125,7 @@ def activities(
         *RetentionSteps(repo).all(),
         *transfer.all(),
         *ColdSteps(transfer, keep_artifact=keep_artifact).all(),
+        *RecordSteps(OperationStore(repo.pool), idempotency_ttl).all(),
     ]
     return steps
 
@@ -137,6 +143,7 @@ def build_worker(
     index_min_points: int = DEFAULT_INDEX_MIN_POINTS,
     shutdown_grace: timedelta = DEFAULT_SHUTDOWN_GRACE,
     keep_artifact: bool = False,
+    idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
 ) -> Worker:
     """``overrides`` replace activities of the same name (tests inject faults this way).
 
@@ -152,6 +159,7 @@ def build_worker(
         import_limits,
         index_min_points=index_min_points,
         keep_artifact=keep_artifact,
+        idempotency_ttl=idempotency_ttl,
     )
     for fn in [*steps, *overrides]:
         defn = getattr(fn, "__temporal_activity_definition")
@@ -162,7 +170,7 @@ def build_worker(
         workflows=ALL_WORKFLOWS,
         activities=list(by_name.values()),
         max_concurrent_activities=max_concurrent_activities,
-        interceptors=[LogContext(), AutoHeartbeat()],
+        interceptors=[LogContext(), AutoHeartbeat(), OperationRecord()],
         graceful_shutdown_timeout=shutdown_grace,
     )
 
@@ -187,4 +195,5 @@ def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ())
         index_min_points=runtime.settings.vector_index_min_points,
         shutdown_grace=timedelta(seconds=runtime.settings.worker_shutdown_grace_seconds),
         keep_artifact=runtime.settings.offload_keep_artifact_after_reload,
+        idempotency_ttl=runtime.settings.idempotency_ttl,
     )

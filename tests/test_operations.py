@@ -551,6 +551,7 @@ async def test_histories_replay_without_nondeterminism(
     from temporalio.worker import Replayer
 
     from session_service.workflows import ALL_WORKFLOWS
+from session_service.workflows.record import OperationRecord
 
     a = await seeded(make, [1, 2], tag="a")
     b = await seeded(make, [3], tag="b")
@@ -569,7 +570,11 @@ async def test_histories_replay_without_nondeterminism(
         assert r.status_code == 200
         handle = runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
         histories.append(await handle.fetch_history())
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        interceptors=[OperationRecord()],
+    )
     for history in histories:
         await replayer.replay_workflow(history)
 

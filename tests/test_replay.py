@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from session_service.workflows import ALL_WORKFLOWS
+from session_service.workflows.record import OperationRecord
 
 HERE = Path(__file__).resolve().parent / "histories"
 HISTORIES = sorted(p for p in HERE.glob("*.json") if p.name != "workflow_ids.json")
@@ -25,7 +26,11 @@ def test_every_kind_has_a_recorded_history() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        interceptors=[OperationRecord()],
+    )
     workflow_id = WORKFLOW_IDS.get(path.stem, path.stem)
     history = WorkflowHistory.from_json(workflow_id, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -41,6 +41,7 @@ from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.worker import build_worker, prepare, worker_of
 from session_service.workflows import ALL_WORKFLOWS
+from session_service.workflows.record import OperationRecord
 from tests.conftest import Factory
 
 # Recorded with the code of the day (tests/histories/README.md says how).
@@ -454,7 +455,11 @@ async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> Non
         r = await rstack.client.post("/sessions/cleanup", json=POLICY)
     assert r.json()["cleanup_stats"]["deleted_count"] == 3
     handle = rstack.runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        interceptors=[OperationRecord()],
+    )
     await replayer.replay_workflow(await handle.fetch_history())
     old = WorkflowHistory.from_json(
         "cleanup-per-session", (HISTORIES / "cleanup_per_session_deletes.json").read_text()

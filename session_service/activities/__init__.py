@@ -7,6 +7,7 @@ builds them once and a test can replace one method by name to inject a fault.
 from session_service.activities.cold import ColdSteps
 from session_service.activities.index import IndexSteps
 from session_service.activities.points import PointSteps
+from session_service.activities.record import RecordSteps
 from session_service.activities.retention import RetentionSteps
 from session_service.activities.sessions import SessionSteps
 from session_service.activities.transfer import TransferSteps
@@ -15,6 +16,7 @@ __all__ = [
     "ColdSteps",
     "IndexSteps",
     "PointSteps",
+    "RecordSteps",
     "RetentionSteps",
     "SessionSteps",
     "TransferSteps",

@@ -44,6 +44,8 @@ MAX_FAILURES_KEPT = 100
 BATCHED_DELETES = "batched-deletes"
 # Runs started before cold sessions (API.md section G) replay without offloading.
 OFFLOAD_ARCHIVED = "offload-archived"
+# Scheduled runs started before idempotency keys expired replay without the sweep.
+SWEEP_IDEMPOTENCY_KEYS = "sweep-idempotency-keys"
 _SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
 _KIND = SearchAttributeKey.for_keyword("OperationKind")
 
@@ -83,6 +85,8 @@ class RetentionWorkflow(SagaWorkflow):
         saga.progress.sessions_done = inp.totals.processed
         try:
             rules = inp.rules
+            if rules is None and inp.phase == "archive" and inp.after_id is None:
+                await self._sweep_keys(saga)
             if rules is None:
                 loaded = await saga.step("load_policy", NO_ARG, PolicyLoad)
                 if not loaded.enabled:
@@ -105,6 +109,13 @@ class RetentionWorkflow(SagaWorkflow):
             return self._done(saga, state, rules, "Cleanup completed")
         except BaseException as err:
             await saga.fail(err)
+
+    async def _sweep_keys(self, saga: Saga) -> None:
+        """A scheduled run's first step: idempotency keys older than IDEMPOTENCY_TTL go
+        (retention disabled or not: they are the service's own records, not sessions)."""
+        if workflow.patched(SWEEP_IDEMPOTENCY_KEYS):
+            saga.phase("sweeping idempotency keys")
+            await saga.step("sweep_idempotency_keys", NO_ARG, int)
 
     def _done(
         self, saga: Saga, state: RetentionInput, rules: RetentionRules, message: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
@@ -59,18 +59,30 @@ async def get_operation(operation_id: str, runtime: RuntimeDep, actor: CurrentAc
 
 @router.get("/operations", response_model=list[Operation])
 async def list_operations(
+    request: Request,
+    response: Response,
     runtime: RuntimeDep,
     actor: CurrentActor,
     session_id: str | None = None,
     kind: OperationKind | None = None,
     status: OperationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: str | None = None,
 ) -> list[Operation]:
     """Operations, newest first, filtered by session, kind and status; only those whose
-    sessions the caller can read."""
-    return await runtime.operations.list_for(
-        actor, session_id=session_id, kind=kind, status=status, limit=limit
+    sessions the caller can read. The next page is in ``Link: <...>; rel="next"``."""
+    ops, next_token = await runtime.operations.list_for(
+        actor,
+        session_id=session_id,
+        kind=kind,
+        status=status,
+        limit=limit,
+        page_token=page_token,
     )
+    if next_token is not None:
+        url = request.url.include_query_params(page_token=next_token, limit=limit)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return ops
 
 
 @router.post(
