@@ -497,6 +497,9 @@ class OperationService:
         else Temporal (operations started before the record was kept)."""
         if await self.records.get(workflow_id) is not None:
             return True
+        return await self._known_to_temporal(workflow_id)
+
+    async def _known_to_temporal(self, workflow_id: str) -> bool:
         try:
             await self.client.get_workflow_handle(workflow_id).describe()
             return True

@@ -551,7 +551,7 @@ async def test_histories_replay_without_nondeterminism(
     from temporalio.worker import Replayer
 
     from session_service.workflows import ALL_WORKFLOWS
-from session_service.workflows.record import OperationRecord
+    from session_service.workflows.record import OperationRecord
 
     a = await seeded(make, [1, 2], tag="a")
     b = await seeded(make, [3], tag="b")

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         OPERATION_WORKFLOWS,
         OperationEnd,
         OperationStart,
+        StepOptions,
     )
     from session_service.workflows.saga import UNTIL_DONE
 
@@ -73,11 +74,21 @@ def _progress() -> dict[str, Any] | None:
     return progress.model_dump(mode="json") if isinstance(progress, BaseModel) else None
 
 
-async def _record(name: str, arg: BaseModel) -> None:
-    """Run a record step until done, deaf to cancellation (like the saga's undos)."""
+async def _record(
+    name: str, arg: BaseModel, options: StepOptions, *, shielded: bool = True
+) -> None:
+    """Run a record step until done, ``shielded`` from cancellation (the end write, like
+    the saga's undos); with the operation's heartbeat timeout like every step."""
     handle = workflow.start_activity(
-        name, arg, start_to_close_timeout=_TIMEOUT, retry_policy=UNTIL_DONE
+        name,
+        arg,
+        start_to_close_timeout=_TIMEOUT,
+        heartbeat_timeout=options.heartbeat_timeout,
+        retry_policy=UNTIL_DONE,
     )
+    if not shielded:
+        await handle
+        return
     while True:
         try:
             await asyncio.shield(handle)
@@ -95,23 +106,13 @@ class _RecordInbound(WorkflowInboundInterceptor):
         memo = workflow.memo()
         attrs = info.typed_search_attributes
         arg = input.args[0] if input.args else None
+        options = getattr(arg, "options", None)
+        if not isinstance(options, StepOptions):
+            options = StepOptions()
         session_ids = list(
             memo.get("session_ids") or attrs.get(_SESSION_IDS) or _session_ids_of(arg)
         )
         run_id = info.first_execution_run_id
-        await _record(
-            "record_operation_start",
-            OperationStart(
-                operation_id=info.workflow_id,
-                kind=kind.value,
-                run_id=run_id,
-                session_ids=session_ids,
-                owner_id=attrs.get(_OWNER_ID),
-                started_by=memo.get("started_by"),
-                cancel_permission=memo.get("cancel_permission"),
-                cancel_ids=list(memo.get("cancel_ids") or session_ids),
-            ),
-        )
         end = OperationEnd(
             operation_id=info.workflow_id,
             kind=kind.value,
@@ -120,6 +121,22 @@ class _RecordInbound(WorkflowInboundInterceptor):
             session_ids=session_ids,
         )
         try:
+            # not shielded: a cancel that comes now cancels the operation (recorded below)
+            await _record(
+                "record_operation_start",
+                OperationStart(
+                    operation_id=info.workflow_id,
+                    kind=kind.value,
+                    run_id=run_id,
+                    session_ids=session_ids,
+                    owner_id=attrs.get(_OWNER_ID),
+                    started_by=memo.get("started_by"),
+                    cancel_permission=memo.get("cancel_permission"),
+                    cancel_ids=list(memo.get("cancel_ids") or session_ids),
+                ),
+                options,
+                shielded=False,
+            )
             result = await super().execute_workflow(input)
         except (workflow.ContinueAsNewError, GeneratorExit, workflow.NondeterminismError):
             raise  # the chain goes on, or the task is retried: nothing ended
@@ -129,11 +146,11 @@ class _RecordInbound(WorkflowInboundInterceptor):
             end.status = "cancelled" if is_cancelled_exception(exc) else "failed"
             end.error_type, end.error_message = error_fields(exc)
             end.progress = _progress()
-            await _record("record_operation_end", end)
+            await _record("record_operation_end", end, options)
             raise
         end.progress = _progress()
         end.result = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-        await _record("record_operation_end", end)
+        await _record("record_operation_end", end, options)
         return result
 
 
