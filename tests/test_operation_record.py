@@ -209,7 +209,7 @@ async def test_idempotency_keys_older_than_the_ttl_are_swept(runtime: Runtime) -
     for key, age in ((old, timedelta(hours=25)), (fresh, timedelta(hours=1))):
         await pool.execute(
             """INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at)
-               VALUES ('t', $1, 'h', 'r', now() - $2)""",
+               VALUES ('t', $1, 'h', 'r', now() - $2::interval)""",
             key,
             age,
         )
