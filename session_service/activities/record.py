@@ -3,12 +3,21 @@ the idempotency-key sweep that the retention schedule's workflow runs."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import activity
+from temporalio.service import RPCError
 
 from session_service.operation_types import OperationEnd, OperationStart
 from session_service.stores.operations_store import OperationStore
+
+
+async def _first_start(workflow_id: str, run_id: str) -> datetime | None:
+    try:
+        handle = activity.client().get_workflow_handle(workflow_id, run_id=run_id)
+        return (await handle.describe()).start_time
+    except RPCError:  # the start write goes on: the row then says when it ran first
+        return None
 
 
 class RecordSteps:
@@ -18,7 +27,12 @@ class RecordSteps:
 
     @activity.defn(name="record_operation_start")
     async def record_operation_start(self, inp: OperationStart) -> None:
-        await self.store.started(inp)
+        created_at = None
+        if await self.store.get(inp.operation_id) is None:
+            # not started by the API (a schedule, a workflow, an activity did): the row
+            # says it was created when Temporal started its first run
+            created_at = await _first_start(inp.operation_id, inp.run_id)
+        await self.store.started(inp, created_at)
 
     @activity.defn(name="record_operation_end")
     async def record_operation_end(self, inp: OperationEnd) -> None:

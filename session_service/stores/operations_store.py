@@ -193,7 +193,7 @@ class OperationStore:
             operation_id,
         )
 
-    async def started(self, inp: OperationStart) -> None:
+    async def started(self, inp: OperationStart, created_at: datetime | None = None) -> None:
         """The workflow's first activity: the row exists and says when a worker took it.
 
         Creates it for operations the API did not start (scheduled sweeps, children,
@@ -202,8 +202,9 @@ class OperationStore:
         await self.pool.execute(
             """INSERT INTO operations (id, kind, status, session_ids, owner_id, started_by,
                                        cancel_permission, cancel_ids, summary, run_id,
-                                       started_at)
-               VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, now())
+                                       started_at, created_at)
+               VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, now(),
+                       COALESCE($10, now()))
                ON CONFLICT (id) DO UPDATE SET
                    run_id = EXCLUDED.run_id,
                    started_at = CASE WHEN operations.finished_at IS NOT NULL
@@ -230,6 +231,7 @@ class OperationStore:
             uuids(inp.cancel_ids),
             inp.summary,
             inp.run_id,
+            created_at,
         )
 
     async def ended(self, inp: OperationEnd) -> None:
