@@ -22,6 +22,7 @@ from session_service.api.app import create_app
 from session_service.models import ArtifactRef
 from session_service.operation_types import (
     ImportPointsInput,
+    MarkLiveInput,
     MarkOffloadedInput,
     WriteOffloadInput,
 )
@@ -612,3 +613,101 @@ async def test_a_cancelled_reload_leaves_the_session_offloaded(
     assert after.artifact == offloaded.artifact
     assert runtime.artifacts.path(offloaded.artifact.key).exists()
     assert not await runtime.vectors.exists(name)
+
+
+# races found by review (issue 16): each test breaks one on purpose
+
+
+async def until(check: Any, tries: int = 300) -> bool:
+    """Poll ``check()`` (up to ~3 s): how a fault waits for the race it needs, if it comes."""
+    for _ in range(tries):
+        if await check():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_a_cancel_while_a_reload_marks_live_keeps_the_points(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """The mark is the reload's point of no return: a cancel arriving while it commits
+    must not run the undo (drop the collection) of a session that is live again."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    async with ops_stack.worker():
+        assert (await offload(c, sid)).status_code == 200
+    artifact = (await runtime.repo.get(sid)).artifact
+    assert artifact is not None
+    marked, cancelled = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="mark_live")
+    async def mark_live(inp: MarkLiveInput) -> None:
+        await runtime.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
+        if inp.release:  # the mark has committed; its reply is slow (a busy worker)
+            marked.set()
+            await cancelled.wait()
+
+            async def dropped() -> bool:
+                return not await runtime.vectors.exists(name)
+
+            await until(dropped)
+
+    async with ops_stack.worker(mark_live):
+        r = await c.post(f"/sessions/{sid}/reload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await marked.wait()
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        cancelled.set()
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+    assert done["status"] == "succeeded", done  # past the mark, a cancel is too late
+    record = await runtime.repo.get(sid)
+    assert record.storage.value == "live" and record.locked_by is None
+    assert await runtime.vectors.count(name) == 40
+    assert len(await every_point(c, sid)) == 40
+
+
+async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """An offload's mark that lands late, after a cancel: its undo (unmark, delete the
+    artifact, release) must not run before it, or the session is left offloaded with its
+    artifact deleted."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    reached, cancelled = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="mark_offloaded")
+    async def late_mark(inp: MarkOffloadedInput) -> None:
+        reached.set()
+        await cancelled.wait()
+        a = inp.artifact
+
+        async def undone() -> bool:
+            return not runtime.artifacts.path(a.key).exists()
+
+        await until(undone)  # the undo deleted the artifact (the old code), or 3 s passed
+        await runtime.repo.mark_offloaded(
+            inp.operation_id,
+            inp.session_id,
+            ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
+        )
+
+    async with ops_stack.worker(late_mark):
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await reached.wait()
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        cancelled.set()
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+        record = await runtime.repo.get(sid)
+        assert record.locked_by is None
+        if record.storage.value == "offloaded":
+            assert record.artifact is not None
+            assert runtime.artifacts.path(record.artifact.key).exists(), done
+            assert not await runtime.vectors.exists(name)
+        else:
+            assert done["status"] == "cancelled" and record.artifact is None
+            assert await runtime.vectors.count(name) == 40
+        assert len(await every_point(c, sid, Prefer="wait=60")) == 40
