@@ -295,11 +295,13 @@ class SessionService:
             StoredPoint(id=p.id, vector=[float(v) for v in p.vector], payload=p.payload)
             for p in points
         ]
-        await self.vectors.ensure_collection(
-            session.qdrant_collection_name, size, session.configuration.distance.value
-        )
-        n = await self.vectors.upsert(session.qdrant_collection_name, stored)
-        await self.repo.touch(session_id)
+        # checked again under the row lock: an offload may have held the session since
+        async with self.repo.points_write(session_id) as conn:
+            await self.vectors.ensure_collection(
+                session.qdrant_collection_name, size, session.configuration.distance.value
+            )
+            n = await self.vectors.upsert(session.qdrant_collection_name, stored)
+            await self.repo.touch(session_id, conn)
         return n
 
     async def list_points(
@@ -327,10 +329,11 @@ class SessionService:
         session = await self.load(actor, session_id, Permission.write)
         self._writable(session, joining_reload=True)
         self._live(session)
-        if await self.vectors.collection_params(session.qdrant_collection_name) is None:
-            return 0
-        n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
-        await self.repo.touch(session_id)
+        async with self.repo.points_write(session_id) as conn:
+            if await self.vectors.collection_params(session.qdrant_collection_name) is None:
+                return 0
+            n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
+            await self.repo.touch(session_id, conn)
         return n
 
     async def query_points(self, actor: Actor, session_id: str, query: PointQuery) -> QueryResult:

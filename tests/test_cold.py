@@ -17,13 +17,15 @@ import pytest
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from session_service.activities.cold import part_key
+from session_service.activities.cold import ColdSteps, part_key
+from session_service.activities.transfer import TransferSteps
 from session_service.api.app import create_app
 from session_service.models import ArtifactRef
 from session_service.operation_types import (
     ImportPointsInput,
     MarkLiveInput,
     MarkOffloadedInput,
+    VerifyOffloadInput,
     WriteOffloadInput,
 )
 from session_service.runtime import Runtime
@@ -711,3 +713,92 @@ async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
             assert done["status"] == "cancelled" and record.artifact is None
             assert await runtime.vectors.count(name) == 40
         assert len(await every_point(c, sid, Prefer="wait=60")) == 40
+
+
+class GatedVectors:
+    """The API's vector store, whose ``ensure_collection`` (the first vector call of a
+    points write, past its checks) waits for a gate once."""
+
+    def __init__(self, real: Any, gate: asyncio.Event, entered: asyncio.Event) -> None:
+        self._real, self._gate, self._entered, self._used = real, gate, entered, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def ensure_collection(self, *a: Any) -> None:
+        if not self._used:
+            self._used = True
+            self._entered.set()
+            await self._gate.wait()
+        await self._real.ensure_collection(*a)
+
+
+async def test_an_acknowledged_write_racing_an_offload_is_kept(ops_stack: OpsStack) -> None:
+    """A points write past its checks when an offload starts: the offload's hold waits for
+    it, so the artifact holds it (the old code wrote it into the collection after the
+    artifact was written and dropped it: acknowledged, then lost)."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
+    steps = ColdSteps(TransferSteps(rt.repo, rt.vectors, rt.artifacts))
+    written, upsert_done = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="verify_offload")
+    async def verify_offload(inp: VerifyOffloadInput) -> Any:
+        written.set()
+        await until(lambda: asyncio.sleep(0, upsert_done.is_set()))
+        return await steps.verify_offload(inp)
+
+    async with ops_stack.worker(verify_offload):
+        up = asyncio.ensure_future(
+            c.put(
+                f"/sessions/{sid}/points",
+                json={"points": [{"id": 1, "vector": [9.0] * 8, "payload": {"new": True}}]},
+            )
+        )
+        await entered.wait()  # the write passed its checks (session live, not held)
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await until(lambda: asyncio.sleep(0, written.is_set()))  # the old code got here
+        gate.set()
+        w = await up
+        upsert_done.set()
+        done = await ops_stack.wait(op, "succeeded", "failed", "cancelled")
+        assert w.status_code == 200, w.text
+        assert done["status"] == "succeeded", done
+        pts = await every_point(c, sid, Prefer="wait=60")
+    assert len(pts) == 40 and pts[1][1] == {"new": True}
+
+
+async def test_a_write_racing_an_offload_never_recreates_the_collection(
+    ops_stack: OpsStack,
+) -> None:
+    """A points write past its checks while an offload runs to its drop: the write lands
+    before the hold (and in the artifact) or gets 409, never in a collection recreated for
+    an offloaded session (the old code acknowledged it into an orphan collection, which
+    then broke the reload's count check)."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        up = asyncio.ensure_future(
+            c.put(
+                f"/sessions/{sid}/points",
+                json={"points": [{"id": 999, "vector": [9.0] * 8, "payload": {"new": True}}]},
+            )
+        )
+        await entered.wait()
+        off = asyncio.ensure_future(offload(c, sid))
+        await until(lambda: asyncio.sleep(0, off.done()))  # the old code dropped meanwhile
+        gate.set()
+        w, r = await up, await off
+        assert w.status_code == 200, w.text
+        assert r.status_code == 200 and r.json()["points"] == 41, r.text
+        record = await rt.repo.get(sid)
+        assert record.storage.value == "offloaded" and not await rt.vectors.exists(name)
+        pts = await every_point(c, sid, Prefer="wait=60")
+    assert len(pts) == 41 and pts[999][1] == {"new": True}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -22,6 +23,7 @@ from session_service.errors import (
     Conflict,
     Locked,
     NotFound,
+    Offloaded,
     PreconditionFailed,
     StartupError,
     Unprocessable,
@@ -412,9 +414,33 @@ class SessionRepository:
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
         await self._mutate(session_id, "status = $2", [status.value], storage_ops_ok=True)
 
-    async def touch(self, session_id: str) -> None:
+    async def touch(self, session_id: str, conn: Conn | None = None) -> None:
         """Record activity (points written) without changing anything else."""
-        await self._mutate(session_id, "name = name", [])
+        await self._mutate(session_id, "name = name", [], conn=conn, storage_ops_ok=True)
+
+    @asynccontextmanager
+    async def points_write(self, session_id: str) -> AsyncIterator[Conn]:
+        """Hold a live session's storage for one points write (API.md section G): a
+        transaction holding ``FOR KEY SHARE`` on its row while the vector write runs, so an
+        offload's hold (``lock``: ``FOR UPDATE``) waits for the writes in flight, and a
+        write never reaches a collection being offloaded or dropped. Writes don't wait for
+        each other, nor for stats and metadata updates (those take ``FOR NO KEY UPDATE``,
+        which ``KEY SHARE`` lets through). Raises Offloaded, or Locked unless the holder is
+        the session's own reload (which a write joins). Touch inside, through the yielded
+        connection, after the vector write (the row lock it takes is then short)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT storage, locked_by FROM sessions WHERE id = $1 FOR KEY SHARE",
+                _uuid(session_id),
+            )
+            if row is None:
+                raise NotFound(f"session {session_id} not found")
+            if row["storage"] != Storage.live.value:
+                raise Offloaded(session_id)
+            holder = row["locked_by"]
+            if holder is not None and not holder.startswith("reload-"):
+                raise Locked(session_id, holder)
+            yield conn
 
     async def share(
         self, session_id: str, user_ids: Sequence[str], permissions: Sequence[Permission]
