@@ -15,17 +15,21 @@ from typing import Any
 import httpx
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from session_service.activities.cold import ColdSteps, part_key
 from session_service.activities.transfer import TransferSteps
 from session_service.api.app import create_app
+from session_service.errors import Locked
 from session_service.models import ArtifactRef
 from session_service.operation_types import (
     ImportPointsInput,
     MarkLiveInput,
     MarkOffloadedInput,
+    OffloadInput,
     VerifyOffloadInput,
+    WriteExportInput,
     WriteOffloadInput,
 )
 from session_service.runtime import Runtime
@@ -802,3 +806,74 @@ async def test_a_write_racing_an_offload_never_recreates_the_collection(
         assert record.storage.value == "offloaded" and not await rt.vectors.exists(name)
         pts = await every_point(c, sid, Prefer="wait=60")
     assert len(pts) == 41 and pts[999][1] == {"new": True}
+
+
+async def test_an_offload_without_the_api_refuses_while_an_export_is_written(
+    ops_stack: OpsStack,
+) -> None:
+    """Retention's offloads never pass the API's check: the workflow's hold refuses an
+    export being written (the old one dropped the collection under it)."""
+    rt = ops_stack.runtime
+    s = await cold_session(ops_stack.make, 12)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    await rt.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight-r2")
+    async with ops_stack.worker():
+        h = await rt.temporal.start_workflow(
+            "OffloadWorkflow",
+            OffloadInput(session_id=sid, options=rt.operations.options()),
+            id=f"offload-{uuid.uuid4().hex}",
+            task_queue=rt.settings.temporal_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await h.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "Locked", cause
+    assert "export-in-flight-r2" in cause.message
+    record = await rt.repo.get(sid)
+    assert record.storage.value == "live" and record.locked_by is None
+    assert await rt.vectors.count(name) == 12
+
+
+async def test_no_export_starts_while_an_offload_holds_the_session(
+    make: Factory, runtime: Runtime
+) -> None:
+    sid = (await make.session())["id"]
+    await runtime.repo.lock("offload-x", [sid])
+    with pytest.raises(Locked, match="offload-x"):
+        await runtime.repo.export_create(str(uuid.uuid4()), sid, None, "export-late")
+    assert await runtime.repo.export_in_flight(sid) is None
+
+
+class DroppingVectors:
+    """A vector store whose collection is dropped (as an offload would) after the first
+    page an export scrolls."""
+
+    def __init__(self, real: Any) -> None:
+        self._real, self._pages = real, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def scroll_rows(self, collection: str, **kw: Any) -> Any:
+        self._pages += 1
+        if self._pages == 2:
+            await self._real.drop_collection(collection)
+        return await self._real.scroll_rows(collection, **kw)
+
+
+async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) -> None:
+    """An export never reports 'ready' with a part of the points."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    steps = TransferSteps(rt.repo, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
+
+    @activity.defn(name="write_export")
+    async def write_export(inp: WriteExportInput) -> Any:
+        return await steps.write_export(inp)
+
+    async with ops_stack.worker(write_export):
+        r = await c.post(f"/sessions/{sid}/exports", headers={"Prefer": "wait=60"})
+        assert r.status_code == 409, r.text
+    assert "dropped" in r.json()["detail"]
+    assert await rt.repo.export_list(sid, 10, None) == []  # undone: no export, ready or not

@@ -561,8 +561,13 @@ class SessionRepository:
         same_vectors: bool = False,
         allow_deleted: bool = False,
         need_live: bool = False,
+        no_exports: bool = False,
     ) -> list[SessionRecord]:
-        """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op."""
+        """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op.
+
+        ``no_exports``: refuse (Locked, naming the export) while an export of one of them
+        is being written; checked under the row locks, which ``export_create`` waits for,
+        so an export either started before the hold (refused here) or sees it."""
         ids = [_uuid(s) for s in session_ids]
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -577,6 +582,14 @@ class SessionRepository:
                     raise NotFound(f"session {sid} not found")
                 if found[key] is not None and found[key] != operation_id:
                     raise Locked(sid, found[key])
+            if no_exports and any(v != operation_id for v in found.values()):
+                exporting = await conn.fetchrow(
+                    """SELECT session_id, operation_id FROM exports
+                       WHERE session_id = ANY($1::uuid[]) AND status = 'writing' LIMIT 1""",
+                    ids,
+                )
+                if exporting is not None:
+                    raise Locked(str(exporting["session_id"]), exporting["operation_id"])
             records = [await self.get(s, conn) for s in session_ids]
             for r in records:
                 if r.status is SessionStatus.deleted and not allow_deleted:
@@ -948,14 +961,23 @@ class SessionRepository:
     async def export_create(
         self, export_id: str, session_id: str, owner_id: str | None, operation_id: str
     ) -> None:
-        await self.pool.execute(
-            """INSERT INTO exports (export_id, session_id, owner_id, status, operation_id)
-               VALUES ($1, $2, $3, 'writing', $4) ON CONFLICT (export_id) DO NOTHING""",
-            export_id,
-            _uuid(session_id),
-            owner_id,
-            operation_id,
-        )
+        """Record an export being written; refused (Locked) while an offload holds the
+        session, whose drop would cut the export short. The row lock orders this against
+        an offload's hold (``lock(no_exports=True)``)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            holder = await conn.fetchval(
+                "SELECT locked_by FROM sessions WHERE id = $1 FOR KEY SHARE", _uuid(session_id)
+            )
+            if holder is not None and holder.startswith("offload-"):
+                raise Locked(session_id, holder)
+            await conn.execute(
+                """INSERT INTO exports (export_id, session_id, owner_id, status, operation_id)
+                   VALUES ($1, $2, $3, 'writing', $4) ON CONFLICT (export_id) DO NOTHING""",
+                export_id,
+                _uuid(session_id),
+                owner_id,
+                operation_id,
+            )
 
     async def export_ready(
         self, export_id: str, *, size_bytes: int, points: int, sha256: str, file_sha256: str

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
 # Offloads and reloads recorded before the storage marks settled before their undos
 # replay with the old steps.
 MARKS_SETTLE = "cold-marks-settle"
+HOLD_REFUSES_EXPORTS = "offload-hold-refuses-exports"
 
 
 def _refusal(message: str, type_: str) -> BaseException:
@@ -60,7 +61,14 @@ class OffloadWorkflow(SagaWorkflow):
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
             held = await saga.step(
                 "hold_for_storage",
-                LockInput(operation_id=op, session_ids=[sid], allow_deleted=True),
+                LockInput(
+                    operation_id=op,
+                    session_ids=[sid],
+                    allow_deleted=True,
+                    # an export being written would be cut short by the drop: refuse it
+                    # under the lock (retention's offloads never pass through the API)
+                    no_exports=workflow.patched(HOLD_REFUSES_EXPORTS),
+                ),
                 OffloadLockResult,
             )
             if held.storage == "offloaded":
