@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from session_service.operation_types import (
 )
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.stores.artifacts import DirectoryStore
 from session_service.stores.qdrant_server import QdrantServerStore
 from session_service.worker import worker_of
 from tests.conftest import Factory, OpsStack
@@ -877,3 +879,27 @@ async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) 
         assert r.status_code == 409, r.text
     assert "dropped" in r.json()["detail"]
     assert await rt.repo.export_list(sid, 10, None) == []  # undone: no export, ready or not
+
+
+def test_publish_makes_the_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact's new name reaches the disk (its directory is fsynced after the
+    rename) before an offload records it and drops the collection."""
+    store = DirectoryStore(tmp_path)
+    with store.open_append("a.part") as f:
+        f.write(b"points")
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(a: Any, b: Any) -> None:
+        events.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.publish("a.part", "a")
+    assert events == ["fsync file", "replace", "fsync dir"]
+    assert store.size("a") == 6 and store.size("a.part") is None
