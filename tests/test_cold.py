@@ -903,3 +903,29 @@ def test_publish_makes_the_rename_durable(tmp_path: Path, monkeypatch: pytest.Mo
     store.publish("a.part", "a")
     assert events == ["fsync file", "replace", "fsync dir"]
     assert store.size("a") == 6 and store.size("a.part") is None
+
+
+async def test_the_offloaded_listing_pages_what_the_caller_can_read(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    """Access is filtered before the limit: a user's page holds their sessions, not the
+    first ``limit`` of everyone's filtered down to nothing."""
+    users = [make.user(), make.user()]
+    sids = []
+    for u in users:
+        s = await cold_session(make, 3, owner_id=u)
+        assert (await offload(client, s["id"])).status_code == 200
+        sids.append(s["id"])
+    # the user whose session comes later in id order (Postgres orders uuids as bytes)
+    later = max(range(2), key=lambda k: uuid.UUID(sids[k]).bytes)
+    page = await client.get(
+        "/sessions/offloaded", params={"limit": 1}, headers={"X-User-Id": users[later]}
+    )
+    assert page.status_code == 200
+    assert [i["session_id"] for i in page.json()] == [sids[later]]
+    after = await client.get(
+        "/sessions/offloaded",
+        params={"limit": 1, "after": sids[later]},
+        headers={"X-User-Id": users[later]},
+    )
+    assert after.json() == []

@@ -946,13 +946,20 @@ class SessionRepository:
         )
         return [str(r["artifact_key"]) for r in rows]
 
-    async def offloaded(self, limit: int, after_id: str | None = None) -> list[SessionRecord]:
-        """Offloaded sessions in id order (the operator's listing), ``limit`` after ``after_id``."""
+    async def offloaded(
+        self, limit: int, after_id: str | None = None, visible_to: str | None = None
+    ) -> list[SessionRecord]:
+        """Offloaded sessions in id order (the operator's listing), ``limit`` after
+        ``after_id``; with ``visible_to``, only those the user owns or shares (filtered
+        before the limit, so a page is full whenever more sessions follow)."""
         rows = await self.pool.fetch(
             _SELECT + " WHERE s.storage = 'offloaded' AND ($1::uuid IS NULL OR s.id > $1::uuid)"
+            " AND ($3::text IS NULL OR s.owner_id = $3 OR EXISTS (SELECT 1 FROM collaborators x"
+            " WHERE x.session_id = s.id AND x.user_id = $3))"
             " ORDER BY s.id LIMIT $2",
             None if after_id is None else _uuid(after_id),
             limit,
+            visible_to,
         )
         return [_record(r) for r in rows]
 
