@@ -929,3 +929,22 @@ async def test_the_offloaded_listing_pages_what_the_caller_can_read(
         headers={"X-User-Id": users[later]},
     )
     assert after.json() == []
+
+
+async def test_retention_counts_held_offload_candidates(
+    rstack: RetentionStack,  # noqa: F811 - the fixture imported above
+) -> None:
+    """A held offload candidate is a skipped session even on a page with nothing else to
+    offload, as the dry run says."""
+    policy = {"auto_delete_archived_days": 90, "offload_archived_after_days": 20}
+    held = await aged(rstack, "archived", 40)
+    await rstack.runtime.pool.execute(
+        "UPDATE sessions SET locked_by = 'merge-x' WHERE id = $1", uuid.UUID(held)
+    )
+    async with rstack.worker():
+        dry = await rstack.client.post("/sessions/cleanup", params={"dry_run": "true"}, json=policy)
+        real = await rstack.client.post("/sessions/cleanup", json=policy)
+    assert dry.status_code == 200 and real.status_code == 200, (dry.text, real.text)
+    assert dry.json()["cleanup_stats"]["skipped_locked_count"] == 1
+    stats = real.json()["cleanup_stats"]
+    assert stats["skipped_locked_count"] == 1 and stats["offloaded_count"] == 0

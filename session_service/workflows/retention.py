@@ -44,6 +44,7 @@ MAX_FAILURES_KEPT = 100
 BATCHED_DELETES = "batched-deletes"
 # Runs started before cold sessions (API.md section G) replay without offloading.
 OFFLOAD_ARCHIVED = "offload-archived"
+COUNT_HELD_OFFLOADS = "retention-counts-held-offloads"
 _SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
 _KIND = SearchAttributeKey.for_keyword("OperationKind")
 
@@ -176,8 +177,14 @@ class RetentionWorkflow(SagaWorkflow):
                 await self._delete_batches(op, state, page.delete)
             else:
                 await self._delete_one_by_one(state, page.delete)
-            if page.offload and workflow.patched(OFFLOAD_ARCHIVED):
+            # held offload candidates count whether or not the page has others to offload
+            # (runs recorded before counted them only beside an offload)
+            counted = bool(page.locked_offload) and workflow.patched(COUNT_HELD_OFFLOADS)
+            if counted:
                 totals.skipped_locked += len(page.locked_offload)
+            if page.offload and workflow.patched(OFFLOAD_ARCHIVED):
+                if not counted:
+                    totals.skipped_locked += len(page.locked_offload)
                 await self._offload(op, state, page.offload)
             state.after_id = page.last_id
             saga.report()
