@@ -948,3 +948,75 @@ async def test_retention_counts_held_offload_candidates(
     assert dry.json()["cleanup_stats"]["skipped_locked_count"] == 1
     stats = real.json()["cleanup_stats"]
     assert stats["skipped_locked_count"] == 1 and stats["offloaded_count"] == 0
+
+
+class GateOnce:
+    """A vector store whose ``method`` waits for a gate on its first call: a read past its
+    checks, held while an offload runs to its drop."""
+
+    def __init__(self, real: Any, method: str, gate: asyncio.Event, entered: asyncio.Event) -> None:
+        self._real, self._method, self._gate, self._entered = real, method, gate, entered
+        self._used = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._real, name)
+        if name != self._method or self._used:
+            return call
+
+        async def gated(*a: Any, **kw: Any) -> Any:
+            self._used = True
+            self._entered.set()
+            await self._gate.wait()
+            return await call(*a, **kw)
+
+        return gated
+
+
+@pytest.mark.parametrize("method", ["collection_params", "scroll", "query"])
+async def test_a_read_racing_the_drop_brings_the_points_back(
+    ops_stack: OpsStack, method: str
+) -> None:
+    """A read that passed its checks while the session was live, then finds the collection
+    dropped: it goes through first use (reload, then answer), never "no points"."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GateOnce(rt.vectors, method, gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        if method == "query":
+            read = c.post(
+                f"/sessions/{sid}/points/query",
+                json={"vector": [0.0] * 8, "limit": 3},
+                headers={"Prefer": "wait=60"},
+            )
+        else:
+            read = c.get(f"/sessions/{sid}/points", headers={"Prefer": "wait=60"})
+        pending = asyncio.ensure_future(read)
+        await entered.wait()
+        assert (await offload(c, sid)).status_code == 200
+        gate.set()
+        r = await pending
+    assert r.status_code == 200, r.text
+    assert len(r.json()["points"]) == (3 if method == "query" else 40)
+    assert (await rt.repo.get(sid)).storage.value == "live"
+
+
+async def test_an_export_document_racing_the_drop_brings_the_points_back(
+    ops_stack: OpsStack,
+) -> None:
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.transfers.vectors = GateOnce(rt.vectors, "collection_params", gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        pending = asyncio.ensure_future(
+            c.get(f"/sessions/{sid}/export", headers={"Prefer": "wait=60"})
+        )
+        await entered.wait()
+        assert (await offload(c, sid)).status_code == 200
+        gate.set()
+        r = await pending
+    assert r.status_code == 200, r.text
+    assert r.json()["collection_data"]["exported_points"] == 40
