@@ -137,5 +137,9 @@ class ColdService:
                 return None
         return await self._reload(actor, session)
 
-    async def offloaded(self, limit: int, after_id: str | None = None) -> list[dict[str, Any]]:
-        return [offload_view(s) for s in await self.repo.offloaded(limit, after_id)]
+    async def offloaded(
+        self, actor: Actor, limit: int, after_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The offloaded sessions ``actor`` can read (all, for a trusted service)."""
+        rows = await self.repo.offloaded(limit, after_id, visible_to=actor.user_id)
+        return [offload_view(s) for s in rows]

@@ -87,6 +87,7 @@ class LockInput(BaseModel):
     same_vectors: bool = False
     allow_deleted: bool = False
     need_live: bool = False  # refuse an offloaded session (its points are not there)
+    no_exports: bool = False  # refuse while an export of a session is being written
 
 
 class LockResult(BaseModel):

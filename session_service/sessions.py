@@ -295,11 +295,13 @@ class SessionService:
             StoredPoint(id=p.id, vector=[float(v) for v in p.vector], payload=p.payload)
             for p in points
         ]
-        await self.vectors.ensure_collection(
-            session.qdrant_collection_name, size, session.configuration.distance.value
-        )
-        n = await self.vectors.upsert(session.qdrant_collection_name, stored)
-        await self.repo.touch(session_id)
+        # checked again under the row lock: an offload may have held the session since
+        async with self.repo.points_write(session_id) as conn:
+            await self.vectors.ensure_collection(
+                session.qdrant_collection_name, size, session.configuration.distance.value
+            )
+            n = await self.vectors.upsert(session.qdrant_collection_name, stored)
+            await self.repo.touch(session_id, conn)
         return n
 
     async def list_points(
@@ -314,10 +316,13 @@ class SessionService:
         session = await self.load(actor, session_id, Permission.read)
         await self._readable(session)
         if await self.vectors.collection_params(session.qdrant_collection_name) is None:
+            await self.still_readable(session_id)
             return PointsPage(points=[], next_offset=None)
         points, nxt = await self.vectors.scroll(
             session.qdrant_collection_name, limit=limit, offset=offset, with_vectors=with_vectors
         )
+        if not points:
+            await self.still_readable(session_id)
         return PointsPage(
             points=[PointOut(id=p.id, payload=p.payload, vector=p.vector) for p in points],
             next_offset=nxt,
@@ -327,10 +332,11 @@ class SessionService:
         session = await self.load(actor, session_id, Permission.write)
         self._writable(session, joining_reload=True)
         self._live(session)
-        if await self.vectors.collection_params(session.qdrant_collection_name) is None:
-            return 0
-        n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
-        await self.repo.touch(session_id)
+        async with self.repo.points_write(session_id) as conn:
+            if await self.vectors.collection_params(session.qdrant_collection_name) is None:
+                return 0
+            n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
+            await self.repo.touch(session_id, conn)
         return n
 
     async def query_points(self, actor: Actor, session_id: str, query: PointQuery) -> QueryResult:
@@ -341,7 +347,10 @@ class SessionService:
             raise Unprocessable(
                 f"vector has {len(query.vector)} values; this session's vector_size is {size}"
             )
-        return QueryResult(points=await self.vectors.query(session.qdrant_collection_name, query))
+        found = await self.vectors.query(session.qdrant_collection_name, query)
+        if not found:
+            await self.still_readable(session_id)
+        return QueryResult(points=found)
 
     async def collection(self, actor: Actor, session_id: str) -> CollectionInfo:
         session = await self.load(actor, session_id, Permission.read)
@@ -388,6 +397,12 @@ class SessionService:
         ):
             return
         raise Offloaded(session.id)
+
+    async def still_readable(self, session_id: str) -> None:
+        """After an empty answer: an offload may have dropped the collection since the
+        session was read. Then the request brings the points back like any request for an
+        offloaded session (Offloaded: first use), rather than answer "no points"."""
+        await self._readable(await self.repo.get(session_id))
 
     @staticmethod
     def _writable(session: SessionRecord, *, joining_reload: bool = False) -> None:

@@ -107,8 +107,17 @@ class TransferService:
                         count += len(batch)
                     if offset is None:
                         break
+            if count == 0 or not await self.vectors.exists(name):
+                # dropped by an offload under the stream: cut it short (an invalid document)
+                # rather than end a valid-looking one with part of the points
+                await self.sessions.still_readable(session.id)
             yield b'],"exported_points":' + str(count).encode() + b"}}"
 
+        if (
+            include_data
+            and await self.vectors.collection_params(public.qdrant_collection_name) is None
+        ):
+            await self.sessions.still_readable(session.id)  # offloaded since: first use
         return body()
 
     # artifacts

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,18 +16,26 @@ from typing import Any
 import httpx
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from session_service.activities.cold import part_key
+from session_service.activities.cold import ColdSteps, part_key
+from session_service.activities.transfer import TransferSteps
 from session_service.api.app import create_app
+from session_service.errors import Locked
 from session_service.models import ArtifactRef
 from session_service.operation_types import (
     ImportPointsInput,
+    MarkLiveInput,
     MarkOffloadedInput,
+    OffloadInput,
+    VerifyOffloadInput,
+    WriteExportInput,
     WriteOffloadInput,
 )
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.stores.artifacts import DirectoryStore
 from session_service.stores.qdrant_server import QdrantServerStore
 from session_service.worker import worker_of
 from tests.conftest import Factory, OpsStack
@@ -612,3 +621,402 @@ async def test_a_cancelled_reload_leaves_the_session_offloaded(
     assert after.artifact == offloaded.artifact
     assert runtime.artifacts.path(offloaded.artifact.key).exists()
     assert not await runtime.vectors.exists(name)
+
+
+# races found by review (issue 16): each test breaks one on purpose
+
+
+async def until(check: Any, tries: int = 300) -> bool:
+    """Poll ``check()`` (up to ~3 s): how a fault waits for the race it needs, if it comes."""
+    for _ in range(tries):
+        if await check():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_a_cancel_while_a_reload_marks_live_keeps_the_points(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """The mark is the reload's point of no return: a cancel arriving while it commits
+    must not run the undo (drop the collection) of a session that is live again."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    async with ops_stack.worker():
+        assert (await offload(c, sid)).status_code == 200
+    artifact = (await runtime.repo.get(sid)).artifact
+    assert artifact is not None
+    marked, cancelled = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="mark_live")
+    async def mark_live(inp: MarkLiveInput) -> None:
+        await runtime.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
+        if inp.release:  # the mark has committed; its reply is slow (a busy worker)
+            marked.set()
+            await cancelled.wait()
+
+            async def dropped() -> bool:
+                return not await runtime.vectors.exists(name)
+
+            await until(dropped)
+
+    async with ops_stack.worker(mark_live):
+        r = await c.post(f"/sessions/{sid}/reload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await marked.wait()
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        cancelled.set()
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+    assert done["status"] == "succeeded", done  # past the mark, a cancel is too late
+    record = await runtime.repo.get(sid)
+    assert record.storage.value == "live" and record.locked_by is None
+    assert await runtime.vectors.count(name) == 40
+    assert len(await every_point(c, sid)) == 40
+
+
+async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """An offload's mark that lands late, after a cancel: its undo (unmark, delete the
+    artifact, release) must not run before it, or the session is left offloaded with its
+    artifact deleted."""
+    c = ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    reached, cancelled = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="mark_offloaded")
+    async def late_mark(inp: MarkOffloadedInput) -> None:
+        reached.set()
+        await cancelled.wait()
+        a = inp.artifact
+
+        async def undone() -> bool:
+            return not runtime.artifacts.path(a.key).exists()
+
+        await until(undone)  # the undo deleted the artifact (the old code), or 3 s passed
+        await runtime.repo.mark_offloaded(
+            inp.operation_id,
+            inp.session_id,
+            ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
+        )
+
+    async with ops_stack.worker(late_mark):
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await reached.wait()
+        assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
+        cancelled.set()
+        done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
+        record = await runtime.repo.get(sid)
+        assert record.locked_by is None
+        if record.storage.value == "offloaded":
+            assert record.artifact is not None
+            assert runtime.artifacts.path(record.artifact.key).exists(), done
+            assert not await runtime.vectors.exists(name)
+        else:
+            assert done["status"] == "cancelled" and record.artifact is None
+            assert await runtime.vectors.count(name) == 40
+        assert len(await every_point(c, sid, Prefer="wait=60")) == 40
+
+
+class GatedVectors:
+    """The API's vector store, whose ``ensure_collection`` (the first vector call of a
+    points write, past its checks) waits for a gate once."""
+
+    def __init__(self, real: Any, gate: asyncio.Event, entered: asyncio.Event) -> None:
+        self._real, self._gate, self._entered, self._used = real, gate, entered, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def ensure_collection(self, *a: Any) -> None:
+        if not self._used:
+            self._used = True
+            self._entered.set()
+            await self._gate.wait()
+        await self._real.ensure_collection(*a)
+
+
+async def test_an_acknowledged_write_racing_an_offload_is_kept(ops_stack: OpsStack) -> None:
+    """A points write past its checks when an offload starts: the offload's hold waits for
+    it, so the artifact holds it (the old code wrote it into the collection after the
+    artifact was written and dropped it: acknowledged, then lost)."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
+    steps = ColdSteps(TransferSteps(rt.repo, rt.vectors, rt.artifacts))
+    written, upsert_done = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="verify_offload")
+    async def verify_offload(inp: VerifyOffloadInput) -> Any:
+        written.set()
+        await until(lambda: asyncio.sleep(0, upsert_done.is_set()))
+        return await steps.verify_offload(inp)
+
+    async with ops_stack.worker(verify_offload):
+        up = asyncio.ensure_future(
+            c.put(
+                f"/sessions/{sid}/points",
+                json={"points": [{"id": 1, "vector": [9.0] * 8, "payload": {"new": True}}]},
+            )
+        )
+        await entered.wait()  # the write passed its checks (session live, not held)
+        r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "respond-async"})
+        op = r.json()["id"]
+        await until(lambda: asyncio.sleep(0, written.is_set()))  # the old code got here
+        gate.set()
+        w = await up
+        upsert_done.set()
+        done = await ops_stack.wait(op, "succeeded", "failed", "cancelled")
+        assert w.status_code == 200, w.text
+        assert done["status"] == "succeeded", done
+        pts = await every_point(c, sid, Prefer="wait=60")
+    assert len(pts) == 40 and pts[1][1] == {"new": True}
+
+
+async def test_a_write_racing_an_offload_never_recreates_the_collection(
+    ops_stack: OpsStack,
+) -> None:
+    """A points write past its checks while an offload runs to its drop: the write lands
+    before the hold (and in the artifact) or gets 409, never in a collection recreated for
+    an offloaded session (the old code acknowledged it into an orphan collection, which
+    then broke the reload's count check)."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        up = asyncio.ensure_future(
+            c.put(
+                f"/sessions/{sid}/points",
+                json={"points": [{"id": 999, "vector": [9.0] * 8, "payload": {"new": True}}]},
+            )
+        )
+        await entered.wait()
+        off = asyncio.ensure_future(offload(c, sid))
+        await until(lambda: asyncio.sleep(0, off.done()))  # the old code dropped meanwhile
+        gate.set()
+        w, r = await up, await off
+        assert w.status_code == 200, w.text
+        assert r.status_code == 200 and r.json()["points"] == 41, r.text
+        record = await rt.repo.get(sid)
+        assert record.storage.value == "offloaded" and not await rt.vectors.exists(name)
+        pts = await every_point(c, sid, Prefer="wait=60")
+    assert len(pts) == 41 and pts[999][1] == {"new": True}
+
+
+async def test_an_offload_without_the_api_refuses_while_an_export_is_written(
+    ops_stack: OpsStack,
+) -> None:
+    """Retention's offloads never pass the API's check: the workflow's hold refuses an
+    export being written (the old one dropped the collection under it)."""
+    rt = ops_stack.runtime
+    s = await cold_session(ops_stack.make, 12)
+    sid, name = s["id"], s["qdrant_collection_name"]
+    await rt.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight-r2")
+    async with ops_stack.worker():
+        h = await rt.temporal.start_workflow(
+            "OffloadWorkflow",
+            OffloadInput(session_id=sid, options=rt.operations.options()),
+            id=f"offload-{uuid.uuid4().hex}",
+            task_queue=rt.settings.temporal_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await h.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "Locked", cause
+    assert "export-in-flight-r2" in cause.message
+    record = await rt.repo.get(sid)
+    assert record.storage.value == "live" and record.locked_by is None
+    assert await rt.vectors.count(name) == 12
+
+
+async def test_no_export_starts_while_an_offload_holds_the_session(
+    make: Factory, runtime: Runtime
+) -> None:
+    sid = (await make.session())["id"]
+    await runtime.repo.lock("offload-x", [sid])
+    with pytest.raises(Locked, match="offload-x"):
+        await runtime.repo.export_create(str(uuid.uuid4()), sid, None, "export-late")
+    assert await runtime.repo.export_in_flight(sid) is None
+
+
+class DroppingVectors:
+    """A vector store whose collection is dropped (as an offload would) after the first
+    page an export scrolls."""
+
+    def __init__(self, real: Any) -> None:
+        self._real, self._pages = real, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def scroll_rows(self, collection: str, **kw: Any) -> Any:
+        self._pages += 1
+        if self._pages == 2:
+            await self._real.drop_collection(collection)
+        return await self._real.scroll_rows(collection, **kw)
+
+
+async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) -> None:
+    """An export never reports 'ready' with a part of the points."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    steps = TransferSteps(rt.repo, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
+
+    @activity.defn(name="write_export")
+    async def write_export(inp: WriteExportInput) -> Any:
+        return await steps.write_export(inp)
+
+    async with ops_stack.worker(write_export):
+        r = await c.post(f"/sessions/{sid}/exports", headers={"Prefer": "wait=60"})
+        assert r.status_code == 409, r.text
+    assert "dropped" in r.json()["detail"]
+    assert await rt.repo.export_list(sid, 10, None) == []  # undone: no export, ready or not
+
+
+def test_publish_makes_the_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact's new name reaches the disk (its directory is fsynced after the
+    rename) before an offload records it and drops the collection."""
+    store = DirectoryStore(tmp_path)
+    with store.open_append("a.part") as f:
+        f.write(b"points")
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(a: Any, b: Any) -> None:
+        events.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.publish("a.part", "a")
+    assert events == ["fsync file", "replace", "fsync dir"]
+    assert store.size("a") == 6 and store.size("a.part") is None
+
+
+async def test_the_offloaded_listing_pages_what_the_caller_can_read(
+    client: httpx.AsyncClient, make: Factory
+) -> None:
+    """Access is filtered before the limit: a user's page holds their sessions, not the
+    first ``limit`` of everyone's filtered down to nothing."""
+    users = [make.user(), make.user()]
+    sids = []
+    for u in users:
+        s = await cold_session(make, 3, owner_id=u)
+        assert (await offload(client, s["id"])).status_code == 200
+        sids.append(s["id"])
+    # the user whose session comes later in id order (Postgres orders uuids as bytes)
+    later = max(range(2), key=lambda k: uuid.UUID(sids[k]).bytes)
+    page = await client.get(
+        "/sessions/offloaded", params={"limit": 1}, headers={"X-User-Id": users[later]}
+    )
+    assert page.status_code == 200
+    assert [i["session_id"] for i in page.json()] == [sids[later]]
+    after = await client.get(
+        "/sessions/offloaded",
+        params={"limit": 1, "after": sids[later]},
+        headers={"X-User-Id": users[later]},
+    )
+    assert after.json() == []
+
+
+async def test_retention_counts_held_offload_candidates(
+    rstack: RetentionStack,  # noqa: F811 - the fixture imported above
+) -> None:
+    """A held offload candidate is a skipped session even on a page with nothing else to
+    offload, as the dry run says."""
+    policy = {"auto_delete_archived_days": 90, "offload_archived_after_days": 20}
+    held = await aged(rstack, "archived", 40)
+    await rstack.runtime.pool.execute(
+        "UPDATE sessions SET locked_by = 'merge-x' WHERE id = $1", uuid.UUID(held)
+    )
+    async with rstack.worker():
+        dry = await rstack.client.post("/sessions/cleanup", params={"dry_run": "true"}, json=policy)
+        real = await rstack.client.post("/sessions/cleanup", json=policy)
+    assert dry.status_code == 200 and real.status_code == 200, (dry.text, real.text)
+    assert dry.json()["cleanup_stats"]["skipped_locked_count"] == 1
+    stats = real.json()["cleanup_stats"]
+    assert stats["skipped_locked_count"] == 1 and stats["offloaded_count"] == 0
+
+
+class GateOnce:
+    """A vector store whose ``method`` waits for a gate on its first call: a read past its
+    checks, held while an offload runs to its drop."""
+
+    def __init__(self, real: Any, method: str, gate: asyncio.Event, entered: asyncio.Event) -> None:
+        self._real, self._method, self._gate, self._entered = real, method, gate, entered
+        self._used = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._real, name)
+        if name != self._method or self._used:
+            return call
+
+        async def gated(*a: Any, **kw: Any) -> Any:
+            self._used = True
+            self._entered.set()
+            await self._gate.wait()
+            return await call(*a, **kw)
+
+        return gated
+
+
+@pytest.mark.parametrize("method", ["collection_params", "scroll", "query"])
+async def test_a_read_racing_the_drop_brings_the_points_back(
+    ops_stack: OpsStack, method: str
+) -> None:
+    """A read that passed its checks while the session was live, then finds the collection
+    dropped: it goes through first use (reload, then answer), never "no points"."""
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.sessions.vectors = GateOnce(rt.vectors, method, gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        if method == "query":
+            read = c.post(
+                f"/sessions/{sid}/points/query",
+                json={"vector": [0.0] * 8, "limit": 3},
+                headers={"Prefer": "wait=60"},
+            )
+        else:
+            read = c.get(f"/sessions/{sid}/points", headers={"Prefer": "wait=60"})
+        pending = asyncio.ensure_future(read)
+        await entered.wait()
+        assert (await offload(c, sid)).status_code == 200
+        gate.set()
+        r = await pending
+    assert r.status_code == 200, r.text
+    assert len(r.json()["points"]) == (3 if method == "query" else 40)
+    assert (await rt.repo.get(sid)).storage.value == "live"
+
+
+async def test_an_export_document_racing_the_drop_brings_the_points_back(
+    ops_stack: OpsStack,
+) -> None:
+    rt, c = ops_stack.runtime, ops_stack.client
+    s = await cold_session(ops_stack.make, 40)
+    sid = s["id"]
+    gate, entered = asyncio.Event(), asyncio.Event()
+    rt.transfers.vectors = GateOnce(rt.vectors, "collection_params", gate, entered)  # type: ignore[assignment]
+    async with ops_stack.worker():
+        pending = asyncio.ensure_future(
+            c.get(f"/sessions/{sid}/export", headers={"Prefer": "wait=60"})
+        )
+        await entered.wait()
+        assert (await offload(c, sid)).status_code == 200
+        gate.set()
+        r = await pending
+    assert r.status_code == 200, r.text
+    assert r.json()["collection_data"]["exported_points"] == 40

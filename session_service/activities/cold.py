@@ -74,7 +74,10 @@ class ColdSteps:
         are; a repeat by the same operation is a no-op."""
         with business_errors():
             [record] = await self.repo.lock(
-                inp.operation_id, inp.session_ids, allow_deleted=inp.allow_deleted
+                inp.operation_id,
+                inp.session_ids,
+                allow_deleted=inp.allow_deleted,
+                no_exports=inp.no_exports,
             )
         ref = record.artifact
         return OffloadLockResult(

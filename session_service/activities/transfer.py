@@ -21,8 +21,9 @@ from session_service import export_format as fmt
 from session_service import logs
 from session_service.activities.errors import business_errors
 from session_service.activities.meter import points_moved
+from session_service.errors import Offloaded
 from session_service.heartbeat import heartbeat_interval
-from session_service.models import SessionModel
+from session_service.models import SessionModel, Storage
 from session_service.operation_types import (
     ErrorType,
     ExportCheckpoint,
@@ -158,7 +159,10 @@ class TransferSteps:
 
     @activity.defn(name="create_export_record")
     async def create_export_record(self, inp: ExportRecordInput) -> None:
-        await self.repo.export_create(inp.export_id, inp.session_id, inp.owner_id, inp.operation_id)
+        with business_errors():  # 409 while an offload holds the session
+            await self.repo.export_create(
+                inp.export_id, inp.session_id, inp.owner_id, inp.operation_id
+            )
 
     @activity.defn(name="discard_export")
     async def discard_export(self, export_id: str) -> None:
@@ -180,7 +184,10 @@ class TransferSteps:
         if done is not None:
             return done
         with business_errors():
-            session = (await self.repo.get(inp.session_id)).public()
+            record = await self.repo.get(inp.session_id)
+            if record.storage is Storage.offloaded:  # offloaded since the export was asked
+                raise Offloaded(record.id)
+            session = record.public()
         key = writing_key(inp.export_id)
         size, points, sha, file_sha = await self.write_artifact(key, session, inp.batch_size)
         await self.repo.export_ready(
@@ -248,11 +255,22 @@ class TransferSteps:
             activity.heartbeat(written)
             return written
 
+        # a session without a collection has no points; one that goes away under the
+        # writer (an offload's drop) leaves a part of them, which must not pass as whole
+        present = (
+            checkpoint.points > 0 or offset is not None or await self.vectors.exists(collection)
+        )
         try:
-            while await self.vectors.exists(collection):
+            while present:
                 page, offset = await self.vectors.scroll_rows(
                     collection, limit=batch_size, offset=offset
                 )
+                if not await self.vectors.exists(collection):
+                    raise ApplicationError(
+                        f"the collection {collection} was dropped while being written out",
+                        type=ErrorType.conflict.value,
+                        non_retryable=True,
+                    )
                 if pending is not None:
                     checkpoint, pending = await landed(pending), None
                 if page.ids:

@@ -52,10 +52,17 @@ class DirectoryStore:
         return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
 
     def publish(self, key: str, final_key: str) -> None:
-        """Atomically give a finished artifact its final name."""
+        """Atomically and durably give a finished artifact its final name: the file's
+        data, then the directory entry, reach the disk before this returns (an offload
+        drops the collection once its artifact is published and recorded)."""
         with open(self.path(key), "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.path(key), self.path(final_key))
+        directory = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def size(self, key: str) -> int | None:
         try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -22,6 +23,7 @@ from session_service.errors import (
     Conflict,
     Locked,
     NotFound,
+    Offloaded,
     PreconditionFailed,
     StartupError,
     Unprocessable,
@@ -412,9 +414,33 @@ class SessionRepository:
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
         await self._mutate(session_id, "status = $2", [status.value], storage_ops_ok=True)
 
-    async def touch(self, session_id: str) -> None:
+    async def touch(self, session_id: str, conn: Conn | None = None) -> None:
         """Record activity (points written) without changing anything else."""
-        await self._mutate(session_id, "name = name", [])
+        await self._mutate(session_id, "name = name", [], conn=conn, storage_ops_ok=True)
+
+    @asynccontextmanager
+    async def points_write(self, session_id: str) -> AsyncIterator[Conn]:
+        """Hold a live session's storage for one points write (API.md section G): a
+        transaction holding ``FOR KEY SHARE`` on its row while the vector write runs, so an
+        offload's hold (``lock``: ``FOR UPDATE``) waits for the writes in flight, and a
+        write never reaches a collection being offloaded or dropped. Writes don't wait for
+        each other, nor for stats and metadata updates (those take ``FOR NO KEY UPDATE``,
+        which ``KEY SHARE`` lets through). Raises Offloaded, or Locked unless the holder is
+        the session's own reload (which a write joins). Touch inside, through the yielded
+        connection, after the vector write (the row lock it takes is then short)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT storage, locked_by FROM sessions WHERE id = $1 FOR KEY SHARE",
+                _uuid(session_id),
+            )
+            if row is None:
+                raise NotFound(f"session {session_id} not found")
+            if row["storage"] != Storage.live.value:
+                raise Offloaded(session_id)
+            holder = row["locked_by"]
+            if holder is not None and not holder.startswith("reload-"):
+                raise Locked(session_id, holder)
+            yield conn
 
     async def share(
         self, session_id: str, user_ids: Sequence[str], permissions: Sequence[Permission]
@@ -535,8 +561,13 @@ class SessionRepository:
         same_vectors: bool = False,
         allow_deleted: bool = False,
         need_live: bool = False,
+        no_exports: bool = False,
     ) -> list[SessionRecord]:
-        """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op."""
+        """Mark sessions as held by ``operation_id``, all or none; a repeat is a no-op.
+
+        ``no_exports``: refuse (Locked, naming the export) while an export of one of them
+        is being written; checked under the row locks, which ``export_create`` waits for,
+        so an export either started before the hold (refused here) or sees it."""
         ids = [_uuid(s) for s in session_ids]
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -551,6 +582,14 @@ class SessionRepository:
                     raise NotFound(f"session {sid} not found")
                 if found[key] is not None and found[key] != operation_id:
                     raise Locked(sid, found[key])
+            if no_exports and any(v != operation_id for v in found.values()):
+                exporting = await conn.fetchrow(
+                    """SELECT session_id, operation_id FROM exports
+                       WHERE session_id = ANY($1::uuid[]) AND status = 'writing' LIMIT 1""",
+                    ids,
+                )
+                if exporting is not None:
+                    raise Locked(str(exporting["session_id"]), exporting["operation_id"])
             records = [await self.get(s, conn) for s in session_ids]
             for r in records:
                 if r.status is SessionStatus.deleted and not allow_deleted:
@@ -907,13 +946,20 @@ class SessionRepository:
         )
         return [str(r["artifact_key"]) for r in rows]
 
-    async def offloaded(self, limit: int, after_id: str | None = None) -> list[SessionRecord]:
-        """Offloaded sessions in id order (the operator's listing), ``limit`` after ``after_id``."""
+    async def offloaded(
+        self, limit: int, after_id: str | None = None, visible_to: str | None = None
+    ) -> list[SessionRecord]:
+        """Offloaded sessions in id order (the operator's listing), ``limit`` after
+        ``after_id``; with ``visible_to``, only those the user owns or shares (filtered
+        before the limit, so a page is full whenever more sessions follow)."""
         rows = await self.pool.fetch(
             _SELECT + " WHERE s.storage = 'offloaded' AND ($1::uuid IS NULL OR s.id > $1::uuid)"
+            " AND ($3::text IS NULL OR s.owner_id = $3 OR EXISTS (SELECT 1 FROM collaborators x"
+            " WHERE x.session_id = s.id AND x.user_id = $3))"
             " ORDER BY s.id LIMIT $2",
             None if after_id is None else _uuid(after_id),
             limit,
+            visible_to,
         )
         return [_record(r) for r in rows]
 
@@ -922,14 +968,23 @@ class SessionRepository:
     async def export_create(
         self, export_id: str, session_id: str, owner_id: str | None, operation_id: str
     ) -> None:
-        await self.pool.execute(
-            """INSERT INTO exports (export_id, session_id, owner_id, status, operation_id)
-               VALUES ($1, $2, $3, 'writing', $4) ON CONFLICT (export_id) DO NOTHING""",
-            export_id,
-            _uuid(session_id),
-            owner_id,
-            operation_id,
-        )
+        """Record an export being written; refused (Locked) while an offload holds the
+        session, whose drop would cut the export short. The row lock orders this against
+        an offload's hold (``lock(no_exports=True)``)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            holder = await conn.fetchval(
+                "SELECT locked_by FROM sessions WHERE id = $1 FOR KEY SHARE", _uuid(session_id)
+            )
+            if holder is not None and holder.startswith("offload-"):
+                raise Locked(session_id, holder)
+            await conn.execute(
+                """INSERT INTO exports (export_id, session_id, owner_id, status, operation_id)
+                   VALUES ($1, $2, $3, 'writing', $4) ON CONFLICT (export_id) DO NOTHING""",
+                export_id,
+                _uuid(session_id),
+                owner_id,
+                operation_id,
+            )
 
     async def export_ready(
         self, export_id: str, *, size_bytes: int, points: int, sha256: str, file_sha256: str

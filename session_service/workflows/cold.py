@@ -39,6 +39,12 @@ with workflow.unsafe.imports_passed_through():
     from session_service.workflows.saga import SagaWorkflow
 
 
+# Offloads and reloads recorded before the storage marks settled before their undos
+# replay with the old steps.
+MARKS_SETTLE = "cold-marks-settle"
+HOLD_REFUSES_EXPORTS = "offload-hold-refuses-exports"
+
+
 def _refusal(message: str, type_: str) -> BaseException:
     return ApplicationError(message, type=type_, non_retryable=True)
 
@@ -55,7 +61,14 @@ class OffloadWorkflow(SagaWorkflow):
             saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
             held = await saga.step(
                 "hold_for_storage",
-                LockInput(operation_id=op, session_ids=[sid], allow_deleted=True),
+                LockInput(
+                    operation_id=op,
+                    session_ids=[sid],
+                    allow_deleted=True,
+                    # an export being written would be cut short by the drop: refuse it
+                    # under the lock (retention's offloads never pass through the API)
+                    no_exports=workflow.patched(HOLD_REFUSES_EXPORTS),
+                ),
                 OffloadLockResult,
             )
             if held.storage == "offloaded":
@@ -85,6 +98,8 @@ class OffloadWorkflow(SagaWorkflow):
             await saga.step(
                 "mark_offloaded",
                 MarkOffloadedInput(operation_id=op, session_id=sid, artifact=checked),
+                # a cancel waits for the mark to land before its undo (unmark) runs
+                settle_on_cancel=workflow.patched(MARKS_SETTLE),
             )
             saga.phase("dropping the live collection")
             saga.commit()  # the irreversible step: from here on, only forward
@@ -156,10 +171,16 @@ class ReloadWorkflow(SagaWorkflow):
                 int,
             )
             saga.phase("marking the session live")
-            await saga.step(
-                "mark_live", MarkLiveInput(operation_id=op, session_id=sid, release=True)
-            )
-            saga.commit()  # live and released: the artifact is no longer needed
+            mark = MarkLiveInput(operation_id=op, session_id=sid, release=True)
+            if workflow.patched(MARKS_SETTLE):
+                # Verified: marking live is the point of no return. Undoing after it (the
+                # drop) would lose the refilled collection of a session already live, so
+                # commit first and let the mark finish whatever a cancel says.
+                saga.commit()
+                await saga.final_step("mark_live", mark)
+            else:
+                await saga.step("mark_live", mark)
+                saga.commit()  # live and released: the artifact is no longer needed
             if not inp.keep_artifact:
                 await saga.final_step("delete_artifact", held.artifact_key)
             await saga.index_after([sid])  # a big session gets its search index back

@@ -46,6 +46,7 @@ BATCHED_DELETES = "batched-deletes"
 OFFLOAD_ARCHIVED = "offload-archived"
 # Scheduled runs started before idempotency keys expired replay without the sweep.
 SWEEP_IDEMPOTENCY_KEYS = "sweep-idempotency-keys"
+COUNT_HELD_OFFLOADS = "retention-counts-held-offloads"
 _SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
 _KIND = SearchAttributeKey.for_keyword("OperationKind")
 
@@ -187,8 +188,14 @@ class RetentionWorkflow(SagaWorkflow):
                 await self._delete_batches(op, state, page.delete)
             else:
                 await self._delete_one_by_one(state, page.delete)
-            if page.offload and workflow.patched(OFFLOAD_ARCHIVED):
+            # held offload candidates count whether or not the page has others to offload
+            # (runs recorded before counted them only beside an offload)
+            counted = bool(page.locked_offload) and workflow.patched(COUNT_HELD_OFFLOADS)
+            if counted:
                 totals.skipped_locked += len(page.locked_offload)
+            if page.offload and workflow.patched(OFFLOAD_ARCHIVED):
+                if not counted:
+                    totals.skipped_locked += len(page.locked_offload)
                 await self._offload(op, state, page.offload)
             state.after_id = page.last_id
             saga.report()

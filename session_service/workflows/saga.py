@@ -103,10 +103,20 @@ class Saga:
     # steps
 
     async def step(
-        self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[T] | None = None,
+        *,
+        long: bool = False,
+        settle_on_cancel: bool = False,
     ) -> T:
         """A forward step with a bounded retry policy and a heartbeat timeout (long steps
-        heartbeat their checkpoints; the worker heartbeats for quick ones)."""
+        heartbeat their checkpoints; the worker heartbeats for quick ones).
+
+        ``settle_on_cancel``: on a cancel, wait until the activity has finished (or
+        stopped) before the undos run, so an undo never races the write it undoes (a
+        storage mark that commits after its own undo)."""
         result = await workflow.execute_activity(
             name,
             args=[] if arg is NO_ARG else [arg],
@@ -115,6 +125,11 @@ class Saga:
             ),
             heartbeat_timeout=self.options.heartbeat_timeout,  # quick ones: AutoHeartbeat
             retry_policy=forward_policy(self.options),
+            cancellation_type=(
+                workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                if settle_on_cancel
+                else workflow.ActivityCancellationType.TRY_CANCEL
+            ),
         )
         return decoded(result, result_type)
 

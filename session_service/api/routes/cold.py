@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from session_service.access import Actor, rank
+from session_service.access import Actor
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.prefer import awaited, parse_prefer, respond
@@ -65,15 +65,7 @@ async def list_offloaded(
             raise Unprocessable(
                 "after must be a session id (the last of the previous page)"
             ) from None
-    items = await runtime.cold.offloaded(limit, after)
-    if actor.trusted:
-        return items
-    visible = {
-        s.id
-        for s in await runtime.repo.get_existing([i["session_id"] for i in items])
-        if rank(s, actor) > 0
-    }
-    return [i for i in items if i["session_id"] in visible]
+    return await runtime.cold.offloaded(actor, limit, after)
 
 
 @router.post("/sessions/{session_id}/offload", responses=errors(403, 409))
