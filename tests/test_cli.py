@@ -9,12 +9,14 @@ import gzip
 import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
 import sys
 import termios
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,18 @@ import typer
 from session_service.client import SyncSessionClient
 from session_service.embedded import free_port
 from session_service.models import Operation, SessionCreate
-from session_service.operator_cli import app
+from session_service.operator_cli import Rate, app
 from tests.test_dev_stack import DevStack
 
 OPERATION_KEYS = set(Operation.model_fields)
+OPERATION = {
+    "id": "merge-1",
+    "kind": "merge",
+    "status": "running",
+    "done": False,
+    "session_ids": ["a"],
+    "links": {"self": "/operations/merge-1"},
+}
 PROBLEM_KEYS = {"type", "title", "detail"}
 
 
@@ -98,6 +108,19 @@ def test_errors_are_one_line_with_an_exit_code_never_a_traceback() -> None:
     assert one_source.returncode == 2 and "source_session_ids" in one_line_error(one_source)
     unknown = run("sessions", "show", "x", "--bogus")
     assert unknown.returncode == 2 and "--bogus" in one_line_error(unknown)
+
+
+def test_rate_and_time_left_come_from_the_points_seen() -> None:
+    started = datetime.now(UTC) - timedelta(seconds=100)
+    op = Operation.model_validate(
+        {**OPERATION, "created_at": started.isoformat(), "progress": {"points_done": 1000}}
+    )
+    rate, eta = Rate().update(op, 1000, 3000)  # one sample: since the operation started
+    assert rate.endswith(" points/s") and 9 <= float(rate.split()[0]) <= 10
+    assert eta.startswith("0:03:") or eta == "0:04:00"  # 2000 points at ~10/s
+    assert Rate().update(op, 0, 3000) == ("-- points/s", "-:--:--")
+    done = op.model_copy(update={"done": True, "status": "succeeded"})
+    assert Rate().update(done, 3000, 3000)[1] == "0:00:00"
 
 
 def closed_stdout(*args: str) -> tuple[int, str]:
@@ -260,7 +283,8 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(stack: DevSta
     op = json.loads(proc.stdout.read())
     assert proc.wait(60) == 0 and op["status"] == "succeeded"
     assert "\x1b[" in screen and "━" in screen  # drawn and redrawn in place
-    assert "points/s" in screen and "ETA" in screen and "6000/6000" in screen
+    assert "ETA" in screen and "6000/6000" in screen
+    assert re.search(r"\d[\d,]* points/s", screen), screen[-2000:]
 
     plain = run("sessions", "merge", ids[2], ids[3], "--keep-sources", url=stack.url, env=env)
     assert plain.returncode == 0, plain.stderr
