@@ -18,10 +18,13 @@ What users and scripts rely on, written down in the README:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -33,13 +36,9 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.text import Text
 
 from session_service.client import (
     ApiError,
@@ -199,12 +198,34 @@ def _emit(ctx: Ctx, data: Any, text: str) -> None:
 # progress
 
 
-class RateColumn(ProgressColumn):
-    """Points a second, from rich's own speed estimate."""
+class Rate:
+    """Points a second and the time left, from what the polls saw.
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- points/s" if speed is None else f"{speed:,.0f} points/s")
+    Progress arrives in steps (a heartbeat per batch), too few for rich's own speed
+    estimate; the rate here is the points done since the first poll that saw some,
+    over the time since, and until a second such poll, since the operation started.
+    """
+
+    def __init__(self) -> None:
+        self.first: tuple[float, int] | None = None
+
+    def update(self, op: Operation, done: int, total: int | None) -> tuple[str, str]:
+        now = time.monotonic()
+        rate: float | None = None
+        if self.first is None and done:
+            self.first = (now, done)
+        if self.first is not None and done > self.first[1] and now > self.first[0]:
+            rate = (done - self.first[1]) / (now - self.first[0])
+        elif done and op.created_at is not None:
+            elapsed = (datetime.now(UTC) - op.created_at).total_seconds()
+            rate = done / elapsed if elapsed > 0 else None
+        if op.done and total:
+            return (f"{rate:,.0f} points/s" if rate else "-- points/s"), "0:00:00"
+        if not rate:
+            return "-- points/s", "-:--:--"
+        left = math.ceil((total - done) / rate) if total else None
+        eta = "-:--:--" if left is None else str(timedelta(seconds=max(left, 0)))
+        return f"{rate:,.0f} points/s", eta
 
 
 def _bar() -> Progress:
@@ -212,9 +233,8 @@ def _bar() -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA {task.fields[eta]}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=False,
@@ -231,11 +251,13 @@ def _follow(ctx: Ctx, operation_id: str, timeout: float | None = None) -> Operat
     """Wait for the operation, showing its progress the way stderr can take it."""
     if ctx.tty:
         with _bar() as bar:
-            task = bar.add_task(operation_id, total=None)
+            task = bar.add_task(operation_id, total=None, rate="-- points/s", eta="-:--:--")
+            rate = Rate()
 
             def show(op: Operation) -> None:
                 text, total, done = _describe(op)
-                bar.update(task, description=text, total=total, completed=done)
+                speed, eta = rate.update(op, done, total)
+                bar.update(task, description=text, total=total, completed=done, rate=speed, eta=eta)
 
             return ctx.client.wait(operation_id, timeout=timeout, on_progress=show)
     if ctx.as_json:
