@@ -255,7 +255,9 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="session-service", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="session-service", description=(__doc__ or "").replace("``", "")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help=cmd_dev.__doc__)
@@ -291,8 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Settings that don't validate and a Temporal that can't be reached end the command
     with one line on stderr (no traceback): exit 2 and 1."""
+    from session_service import operator_cli
     from session_service.errors import StartupError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if operator_cli.handles(argv):  # typer's commands, with their own help and completion
+        return operator_cli.main(argv)
     args = build_parser().parse_args(argv)
     if args.command in ("dev", "api", "serve", "worker", "migrate"):
         try:
