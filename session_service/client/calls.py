@@ -339,8 +339,7 @@ def import_json(
 def operations_page(
     session_id: str | None, kind: str | None, status: str | None, limit: int | None
 ) -> Call[Page[Operation]]:
-    # TODO(page_token): GET /operations has no page_token yet; the iterators follow a
-    # Link: rel="next" as soon as the service sends one.
+    # later pages: the iterators follow the service's Link: rel="next" (its page_token)
     params = query(session_id=session_id, kind=kind, status=status, limit=limit)
     return Call("GET", "/operations", page_of(Operation), params=params)
 
