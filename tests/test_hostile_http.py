@@ -274,6 +274,44 @@ CASES = [
         params={"page_token": base64.urlsafe_b64encode(b"[" * 5000).decode()},
         words="page_token",
     ),
+    # the routes added with the operations record and cold sessions (API.md B, G)
+    *[
+        Hostile(
+            f"operations {name}",
+            "GET",
+            "/operations",
+            params={"page_token": token},
+            words="page_token",
+        )
+        for name, token in [
+            ("page token year 9999", _token("9999-12-31T23:59:59-23:59", ANY_ID)),
+            ("page token year 1", _token("0001-01-01T00:00:00+23:59", ANY_ID)),
+            ("page token without zone", _token("2024-01-01T00:00:00", ANY_ID)),
+            ("page token NUL id", _token("2024-01-01T00:00:00+00:00", NUL)),
+            ("page token nested", base64.urlsafe_b64encode(b"[" * 5000).decode()),
+            ("page token not base64", "%%%%"),
+        ]
+    ],
+    Hostile(
+        "operations limit past int64", "GET", "/operations", params="limit=99999999999999999999"
+    ),
+    Hostile("offloaded after NUL", "GET", "/sessions/offloaded", params={"after": NUL}),
+    Hostile("offloaded after junk", "GET", "/sessions/offloaded", params={"after": "x" * 5000}),
+    Hostile(
+        "offloaded limit past int64",
+        "GET",
+        "/sessions/offloaded",
+        params="limit=99999999999999999999",
+    ),
+    Hostile("offload NUL id", "POST", "/sessions/a%00b/offload", status=422),
+    Hostile("reload NUL id", "POST", "/sessions/a%00b/reload", status=422),
+    Hostile(
+        "offload NUL idempotency key",
+        "POST",
+        "/sessions/{sid}/offload",
+        status=400,
+        headers=[("idempotency-key", NUL)],
+    ),
     # where the first service answered 400 (item 12)
     Hostile(
         "merge one source", "POST", "/sessions/merge", {"source_session_ids": ["{sid}"]}, 400, "two"
