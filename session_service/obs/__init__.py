@@ -1,0 +1,1 @@
+"""Observability: logs, metrics and traces. Used by every layer; imports none of them."""
