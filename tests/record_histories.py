@@ -1,7 +1,8 @@
 """Records one history per workflow kind into tests/histories/ (not collected by CI).
 
 Run on the release whose histories should keep replaying:
-``RECORD_HISTORIES=1 .venv/bin/python -m pytest tests/record_histories.py``.
+``RECORD_HISTORIES=<release> .venv/bin/python -m pytest tests/record_histories.py`` writes
+``<kind>@<release>.json`` beside the earlier releases' files (``RECORD_HISTORIES=1``: ``<kind>.json``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tests.test_operations import failing_copy, failing_copy_ids, seeded
 from tests.test_retention import POLICY, RetentionStack, rstack  # noqa: F401
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
+RELEASE = os.environ.get("RECORD_HISTORIES", "1")
 
 pytestmark = [
     pytest.mark.usefixtures("worker"),
@@ -29,6 +31,7 @@ pytestmark = [
 async def save(runtime: Runtime, kind: str, response: httpx.Response) -> None:
     """Writes the history, and its workflow id (child ids derive from it) to workflow_ids.json."""
     op_id = response.headers["Operation-Id"]
+    kind = kind if RELEASE == "1" else f"{kind}@{RELEASE}"
     handle = runtime.temporal.get_workflow_handle(op_id)
     (HISTORIES / f"{kind}.json").write_text((await handle.fetch_history()).to_json())
     ids_file = HISTORIES / "workflow_ids.json"
