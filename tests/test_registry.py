@@ -256,3 +256,23 @@ def test_implemented_by_lists_the_bound_step_methods() -> None:
 
     two = Two()
     assert implemented_by(two) == [two.unlock]
+
+
+def test_workflow_modules_import_no_store_metrics_or_http_library() -> None:
+    """What workflows import is loaded into every sandbox: payload types and the step and
+    registry declarations, no engine, database, metrics or HTTP library."""
+    import subprocess
+    import sys
+
+    banned = [
+        "prometheus_client", "httpx", "starlette", "fastapi", "asyncpg", "qdrant_client",
+        "qdrant_edge", "numpy", "session_service.stores", "session_service.activities",
+    ]  # fmt: skip
+    code = (
+        "import sys, pkgutil, importlib, session_service.workflows as w\n"
+        "for m in pkgutil.iter_modules(w.__path__, 'session_service.workflows.'):\n"
+        "    importlib.import_module(m.name)\n"
+        f"print(sorted(b for b in {banned!r} if b in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
