@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+import uuid
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from session_service.operation_types import (
 from session_service.runtime import Runtime
 from session_service.temporal import registry, steps
 from session_service.temporal.steps import Step, declared, implemented_by, implements, step_of
-from session_service.worker import _by_step, activities, worker_of
+from session_service.worker import _by_step, activities, build_worker
 
 # the activity and workflow names of recorded histories (tests/histories/) never change
 KNOWN_STEPS = {
@@ -93,7 +94,15 @@ def test_every_workflow_runs_its_declared_types() -> None:
 
 
 async def test_the_worker_registers_every_workflow_and_step(runtime: Runtime) -> None:
-    config = worker_of(runtime).config()
+    # on a task queue of its own: the suite's worker polls the service's
+    worker = build_worker(
+        runtime.temporal,
+        f"registry-{uuid.uuid4().hex}",
+        runtime.repo,
+        runtime.vectors,
+        runtime.artifacts,
+    )
+    config = worker.config()
     workflows = {getattr(c, "__temporal_workflow_definition").name for c in config["workflows"]}
     assert workflows == {spec.name for spec in registry.WORKFLOWS}
     names = [getattr(fn, "__temporal_activity_definition").name for fn in config["activities"]]
