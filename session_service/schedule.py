@@ -24,25 +24,24 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from session_service.models import RetentionPolicy
-from session_service.operation_types import OperationKind, RetentionInput
+from session_service.operation_types import RetentionInput
 from session_service.settings import Settings
+from session_service.temporal import registry
 
 CATCHUP_WINDOW = timedelta(hours=6)
 
 
 def build(policy: RetentionPolicy, settings: Settings) -> Schedule:
-    from session_service.operations import OPERATION_KIND, SESSION_IDS
-
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "RetentionWorkflow",
+            registry.CLEANUP.name,
             RetentionInput(rules=None),
             id="cleanup-scheduled",
             task_queue=settings.temporal_task_queue,
             typed_search_attributes=TypedSearchAttributes(
                 [
-                    SearchAttributePair(OPERATION_KIND, OperationKind.CLEANUP.value),
-                    SearchAttributePair(SESSION_IDS, []),
+                    SearchAttributePair(registry.OPERATION_KIND, registry.CLEANUP.kind.value),
+                    SearchAttributePair(registry.SESSION_IDS, []),
                 ]
             ),
             static_summary="scheduled retention sweep",

@@ -25,7 +25,6 @@ from session_service.activities import (
     SessionSteps,
     TransferSteps,
 )
-from session_service.embedded import SEARCH_ATTRIBUTES
 from session_service.export_format import DEFAULT_LIMITS, Limits
 from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
@@ -34,7 +33,8 @@ from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.operations_store import OperationStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore
-from session_service.workflows import ALL_WORKFLOWS
+from session_service.temporal import registry
+from session_service.temporal.steps import declared, implemented_by, step_of
 from session_service.workflows.record import OperationRecord
 
 log = logs.get(__name__)
@@ -57,17 +57,13 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
         ListSearchAttributesRequest,
     )
 
-    kinds = {
-        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
-        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    }
     have = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
     missing = {
-        name: kinds[kind]
-        for name, kind in SEARCH_ATTRIBUTES.items()
-        if name not in have.custom_attributes
+        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+        for key in registry.SEARCH_ATTRIBUTES
+        if key.name not in have.custom_attributes
     }
     if missing:
         await client.operator_service.add_search_attributes(
@@ -117,17 +113,43 @@ def activities(
     keep_artifact: bool = False,
     idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
 ) -> list[Callable[..., Any]]:
+    """Every step's implementation, bound to its clients: the methods of one instance of
+    each activity class (``registry.activity_classes()``) that implement a step."""
     transfer = TransferSteps(repo, vectors, store, import_limits)
-    steps: list[Any] = [
-        *IndexSteps(vectors, index_min_points).all(),
-        *SessionSteps(repo, vectors, store).all(),
-        *PointSteps(vectors).all(),
-        *RetentionSteps(repo).all(),
-        *transfer.all(),
-        *ColdSteps(transfer, keep_artifact=keep_artifact).all(),
-        *RecordSteps(OperationStore(repo.pool), idempotency_ttl).all(),
+    instances: list[object] = [
+        IndexSteps(vectors, index_min_points),
+        SessionSteps(repo, vectors, store),
+        PointSteps(vectors),
+        RetentionSteps(repo),
+        transfer,
+        ColdSteps(transfer, keep_artifact=keep_artifact),
+        RecordSteps(OperationStore(repo.pool), idempotency_ttl),
     ]
-    return steps
+    return [fn for obj in instances for fn in implemented_by(obj)]
+
+
+def _by_step(
+    steps: Sequence[Callable[..., Any]], overrides: Sequence[Callable[..., Any]]
+) -> dict[str, Callable[..., Any]]:
+    """The activities to register, by name: exactly one implementation of every declared
+    step, each ``override`` (a step's fake) in place of its step's implementation."""
+    names = {s.name for s in declared()}
+    by_name: dict[str, Callable[..., Any]] = {}
+    for fn in steps:
+        step = step_of(fn)
+        if step is None or step.name not in names:
+            raise TypeError(f"{fn!r} implements no declared step")
+        if step.name in by_name:
+            raise TypeError(f"step {step.name} is implemented twice: {by_name[step.name]!r} {fn!r}")
+        by_name[step.name] = fn
+    if missing := sorted(names - set(by_name)):
+        raise TypeError(f"steps without an implementation: {missing}")
+    for fn in overrides:
+        step = step_of(fn)
+        if step is None or step.name not in names:
+            raise TypeError(f"override {fn!r} fakes no declared step (use steps.X.fake)")
+        by_name[step.name] = fn
+    return by_name
 
 
 def build_worker(
@@ -145,13 +167,13 @@ def build_worker(
     keep_artifact: bool = False,
     idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
 ) -> Worker:
-    """``overrides`` replace activities of the same name (tests inject faults this way).
+    """``overrides`` (``steps.X.fake(fn)``) replace their step's activity (tests inject
+    faults this way).
 
     On shutdown the worker stops polling, then gives activities in flight
     ``shutdown_grace`` to finish before it cancels them: a rolling deploy lets a copy
     step report its progress instead of losing it to a cancel and a retry.
     """
-    by_name: dict[str, Callable[..., Any]] = {}
     steps = activities(
         repo,
         vectors,
@@ -161,14 +183,11 @@ def build_worker(
         keep_artifact=keep_artifact,
         idempotency_ttl=idempotency_ttl,
     )
-    for fn in [*steps, *overrides]:
-        defn = getattr(fn, "__temporal_activity_definition")
-        by_name[defn.name] = fn
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=list(by_name.values()),
+        workflows=registry.workflow_classes(),
+        activities=list(_by_step(steps, overrides).values()),
         max_concurrent_activities=max_concurrent_activities,
         interceptors=[LogContext(), AutoHeartbeat(), OperationRecord()],
         graceful_shutdown_timeout=shutdown_grace,

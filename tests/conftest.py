@@ -14,19 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from session_service.api.app import create_app
 from session_service.embedded import EmbeddedPostgres, EmbeddedTemporal
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import registry
 
-SEARCH_ATTRIBUTES = [
-    SearchAttributeKey.for_keyword_list("SessionIds"),
-    SearchAttributeKey.for_keyword("OperationKind"),
-    SearchAttributeKey.for_keyword("OwnerId"),
-]
+SEARCH_ATTRIBUTES = list(registry.SEARCH_ATTRIBUTES)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from session_service.api.app import create_app
 from session_service.operation_types import LockInput, LockResult
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 
 # (action, method, path, body, least permission needed)
@@ -231,7 +232,7 @@ async def test_merge_archiving_needs_admin_on_every_source(
 def stalled_lock() -> Any:
     """lock_sessions that never finishes (until cancelled): every operation stays running."""
 
-    @activity.defn(name="lock_sessions")
+    @steps.LOCK_SESSIONS.fake
     async def lock_sessions(inp: LockInput) -> LockResult:
         while True:
             activity.heartbeat(None)

@@ -25,6 +25,7 @@ from session_service.api.app import create_app
 from session_service.errors import Locked
 from session_service.models import ArtifactRef
 from session_service.operation_types import (
+    ArtifactCheck,
     ImportPointsInput,
     MarkLiveInput,
     MarkOffloadedInput,
@@ -37,6 +38,7 @@ from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import DirectoryStore
 from session_service.stores.qdrant_server import QdrantServerStore
+from session_service.temporal import registry, steps
 from session_service.worker import worker_of
 from tests.conftest import Factory, OpsStack
 from tests.test_retention import RetentionStack, rstack  # noqa: F401 - the fixture
@@ -324,8 +326,8 @@ async def test_a_failed_offload_leaves_the_session_live(
     s = await cold_session(ops_stack.make, 60)
     sid, name = s["id"], s["qdrant_collection_name"]
 
-    @activity.defn(name="verify_offload")
-    async def bad_verify(_: Any) -> None:
+    @steps.VERIFY_OFFLOAD.fake
+    async def bad_verify(_: VerifyOffloadInput) -> ArtifactCheck:
         raise ApplicationError("read-back differs", type="ArtifactMismatch", non_retryable=True)
 
     before = set(os.listdir(runtime.artifacts.root))
@@ -346,7 +348,7 @@ async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime:
     gate = asyncio.Event()
     release = asyncio.Event()
 
-    @activity.defn(name="mark_offloaded")
+    @steps.MARK_OFFLOADED.fake
     async def slow_mark(inp: MarkOffloadedInput) -> None:
         a = inp.artifact
         await runtime.repo.mark_offloaded(
@@ -559,8 +561,8 @@ async def wait_for_cancel(started: asyncio.Event) -> None:
 def stuck_write(started: asyncio.Event, runtime: Runtime) -> Any:
     """``write_offload`` leaving a partial file (as a crashed write would), then stuck."""
 
-    @activity.defn(name="write_offload")
-    async def write_offload(inp: WriteOffloadInput) -> None:
+    @steps.WRITE_OFFLOAD.fake
+    async def write_offload(inp: WriteOffloadInput) -> ArtifactCheck:
         runtime.artifacts.path(part_key(inp.artifact_key)).write_bytes(b"partial")
         await wait_for_cancel(started)
 
@@ -568,8 +570,8 @@ def stuck_write(started: asyncio.Event, runtime: Runtime) -> Any:
 
 
 def stuck_import(started: asyncio.Event) -> Any:
-    @activity.defn(name="import_points")
-    async def import_points(inp: ImportPointsInput) -> None:
+    @steps.IMPORT_POINTS.fake
+    async def import_points(inp: ImportPointsInput) -> int:
         await wait_for_cancel(started)
 
     return import_points
@@ -649,7 +651,7 @@ async def test_a_cancel_while_a_reload_marks_live_keeps_the_points(
     assert artifact is not None
     marked, cancelled = asyncio.Event(), asyncio.Event()
 
-    @activity.defn(name="mark_live")
+    @steps.MARK_LIVE.fake
     async def mark_live(inp: MarkLiveInput) -> None:
         await runtime.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
         if inp.release:  # the mark has committed; its reply is slow (a busy worker)
@@ -686,7 +688,7 @@ async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
     sid, name = s["id"], s["qdrant_collection_name"]
     reached, cancelled = asyncio.Event(), asyncio.Event()
 
-    @activity.defn(name="mark_offloaded")
+    @steps.MARK_OFFLOADED.fake
     async def late_mark(inp: MarkOffloadedInput) -> None:
         reached.set()
         await cancelled.wait()
@@ -748,14 +750,14 @@ async def test_an_acknowledged_write_racing_an_offload_is_kept(ops_stack: OpsSta
     sid = s["id"]
     gate, entered = asyncio.Event(), asyncio.Event()
     rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
-    steps = ColdSteps(TransferSteps(rt.repo, rt.vectors, rt.artifacts))
+    real = ColdSteps(TransferSteps(rt.repo, rt.vectors, rt.artifacts))
     written, upsert_done = asyncio.Event(), asyncio.Event()
 
-    @activity.defn(name="verify_offload")
+    @steps.VERIFY_OFFLOAD.fake
     async def verify_offload(inp: VerifyOffloadInput) -> Any:
         written.set()
         await until(lambda: asyncio.sleep(0, upsert_done.is_set()))
-        return await steps.verify_offload(inp)
+        return await real.verify_offload(inp)
 
     async with ops_stack.worker(verify_offload):
         up = asyncio.ensure_future(
@@ -821,7 +823,7 @@ async def test_an_offload_without_the_api_refuses_while_an_export_is_written(
     await rt.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight-r2")
     async with ops_stack.worker():
         h = await rt.temporal.start_workflow(
-            "OffloadWorkflow",
+            registry.OFFLOAD.name,
             OffloadInput(session_id=sid, options=rt.operations.options()),
             id=f"offload-{uuid.uuid4().hex}",
             task_queue=rt.settings.temporal_task_queue,
@@ -868,11 +870,11 @@ async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) 
     rt, c = ops_stack.runtime, ops_stack.client
     s = await cold_session(ops_stack.make, 40)
     sid = s["id"]
-    steps = TransferSteps(rt.repo, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
+    real = TransferSteps(rt.repo, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
 
-    @activity.defn(name="write_export")
+    @steps.WRITE_EXPORT.fake
     async def write_export(inp: WriteExportInput) -> Any:
-        return await steps.write_export(inp)
+        return await real.write_export(inp)
 
     async with ops_stack.worker(write_export):
         r = await c.post(f"/sessions/{sid}/exports", headers={"Prefer": "wait=60"})

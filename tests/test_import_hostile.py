@@ -31,6 +31,7 @@ from session_service.operation_types import (
 )
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import seeded
 from tests.test_transfer import artifact, staging_files
@@ -158,7 +159,7 @@ async def test_inflated_size_limit_fails_the_operation_once(
     attempts: list[int] = []
     real = limited.steps()
 
-    @activity.defn(name="import_points")
+    @steps.IMPORT_POINTS.fake
     async def import_points(inp: ImportPointsInput) -> Any:  # the step that reads it all
         attempts.append(activity.info().attempt)
         return await real.import_points(inp)
@@ -395,7 +396,7 @@ async def test_unexpected_error_in_a_workflow_fails_the_operation(
     """A malformed activity result makes workflow code raise: the operation fails (not its
     workflow task, forever) and the compensations run."""
 
-    @activity.defn(name="finish_import")
+    @steps.FINISH_IMPORT.fake
     async def finish_import(inp: FinishImportInput) -> Any:
         return {"not": "a session"}
 
@@ -419,7 +420,7 @@ async def test_unexpected_error_in_a_merge_unlocks_its_sources(ops_stack: OpsSta
     a = await seeded(make, [1, 2], tag="a")
     b = await seeded(make, [3], tag="b")
 
-    @activity.defn(name="finish_merge")
+    @steps.FINISH_MERGE.fake
     async def finish_merge(inp: Any) -> Any:
         return [1, 2, 3]
 
@@ -449,7 +450,7 @@ async def test_copy_retried_after_its_last_heartbeat_does_not_read_again(
     real = PointSteps(runtime.vectors)
     calls: list[tuple[int, int]] = []
 
-    @activity.defn(name="copy_points")
+    @steps.COPY_POINTS.fake
     async def copy_points(inp: CopyInput) -> CopyResult:
         got = await real.copy_points(inp)
         calls.append((activity.info().attempt, got.read))

@@ -21,6 +21,7 @@ from session_service import logs
 from session_service.api.app import create_app
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import steps
 from session_service.worker import worker_of
 from tests.conftest import Factory
 from tests.test_dev_stack import DevStack
@@ -73,7 +74,7 @@ async def test_metrics_count_requests_operations_and_points(
         moved("session_service_operation_duration_seconds_count", kind="merge", status="succeeded")
         == 1
     )
-    assert moved("session_service_points_moved_total", activity_type="copy_points") == 50
+    assert moved("session_service_points_moved_total", activity_type=steps.COPY_POINTS.name) == 50
     # one label per concept: the SDK's activity_type names the step; no copy of it
     assert "step=" not in text
     # operation durations reach hours: a long merge lands in a bucket, not in +Inf
@@ -102,9 +103,14 @@ async def test_a_split_counts_each_moved_point_once_and_its_removal_apart(
     def moved(name: str, **labels: str) -> float:
         return sample(text, name, **labels) - sample(before, name, **labels)
 
-    assert moved("session_service_points_moved_total", activity_type="copy_points_by_id") == 20
-    assert moved("session_service_points_moved_total", activity_type="remove_points") == 0
-    assert moved("session_service_points_removed_total", activity_type="remove_points") == 20
+    assert (
+        moved("session_service_points_moved_total", activity_type=steps.COPY_POINTS_BY_ID.name)
+        == 20
+    )
+    assert moved("session_service_points_moved_total", activity_type=steps.REMOVE_POINTS.name) == 0
+    assert (
+        moved("session_service_points_removed_total", activity_type=steps.REMOVE_POINTS.name) == 20
+    )
 
 
 async def test_request_id_is_honoured_returned_and_logged(

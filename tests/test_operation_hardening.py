@@ -26,6 +26,7 @@ from session_service.operation_types import (
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.vector_store import StoredPoint, collection_name_for
+from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import failing_copy_ids, point_ids, seeded
 
@@ -292,7 +293,7 @@ async def test_a_failed_split_unlocks_its_source(ops_stack: OpsStack, runtime: R
 def stalling_copy_ids(vectors: Any, started: asyncio.Event) -> Any:
     real = PointSteps(vectors)
 
-    @activity.defn(name="copy_points_by_id")
+    @steps.COPY_POINTS_BY_ID.fake
     async def copy_points_by_id(inp: CopyIdsInput) -> CopyIdsResult:
         result = await real.copy_points_by_id(inp)
         started.set()

@@ -10,13 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from temporalio import activity
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.exceptions import ApplicationError
 
 from session_service.operation_types import LockInput, LockResult, OperationKind
 from session_service.runtime import Runtime
 from session_service.stores.operations_store import OperationStore
+from session_service.temporal import registry, steps
 from tests.conftest import Factory, OpsStack
 from tests.test_access import stalled_lock
 from tests.test_operations import seeded
@@ -27,7 +27,7 @@ def store(runtime: Runtime) -> OperationStore:
 
 
 def failing_lock() -> Any:
-    @activity.defn(name="lock_sessions")
+    @steps.LOCK_SESSIONS.fake
     async def lock_sessions(inp: LockInput) -> LockResult:
         raise ApplicationError("the sources are gone", type="Conflict", non_retryable=True)
 
@@ -234,7 +234,7 @@ async def test_the_scheduled_sweep_runs_the_key_sweep(
     )
     async with ops_stack.worker():
         handle = await runtime.temporal.start_workflow(
-            "RetentionWorkflow",
+            registry.CLEANUP.name,
             RetentionInput(dry_run=True),
             id=f"cleanup-{uuid.uuid4().hex}",
             task_queue=ops_stack.runtime.settings.temporal_task_queue,

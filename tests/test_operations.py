@@ -20,6 +20,7 @@ from session_service.operation_types import (
     LockResult,
 )
 from session_service.runtime import Runtime
+from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -183,7 +184,7 @@ def failing_copy(vectors: Any, fail_on_call: int) -> Any:
     real = PointSteps(vectors)
     calls = 0
 
-    @activity.defn(name="copy_points")
+    @steps.COPY_POINTS.fake
     async def copy_points(inp: CopyInput) -> CopyResult:
         nonlocal calls
         calls += 1
@@ -223,7 +224,7 @@ async def test_failure_after_n_batches_leaves_nothing_behind(
 def slow_copy(vectors: Any, delay: float) -> Any:
     real = PointSteps(vectors)
 
-    @activity.defn(name="copy_points")
+    @steps.COPY_POINTS.fake
     async def copy_points(inp: CopyInput) -> CopyResult:
         result = await real.copy_points(inp)
         for _ in range(int(delay / 0.05)):
@@ -278,7 +279,7 @@ def stalling_copy(vectors: Any, stall_on_call: int, started: asyncio.Event) -> A
     real = PointSteps(vectors)
     calls = 0
 
-    @activity.defn(name="copy_points")
+    @steps.COPY_POINTS.fake
     async def copy_points(inp: CopyInput) -> CopyResult:
         nonlocal calls
         calls += 1
@@ -329,7 +330,7 @@ def slow_lock(runtime: Runtime, delay: float, calls: list[int]) -> Any:
     """The quick lock step, slowed down past the heartbeat timeout (a slow database)."""
     real = SessionSteps(runtime.repo, runtime.vectors)
 
-    @activity.defn(name="lock_sessions")
+    @steps.LOCK_SESSIONS.fake
     async def lock_sessions(inp: LockInput) -> LockResult:
         calls.append(1)
         await asyncio.sleep(delay)
@@ -431,7 +432,7 @@ def failing_copy_ids(fail_on_call: int, vectors: Any) -> Any:
     real = PointSteps(vectors)
     calls = 0
 
-    @activity.defn(name="copy_points_by_id")
+    @steps.COPY_POINTS_BY_ID.fake
     async def copy_points_by_id(inp: CopyIdsInput) -> CopyIdsResult:
         nonlocal calls
         calls += 1
@@ -550,7 +551,7 @@ async def test_histories_replay_without_nondeterminism(
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
-    from session_service.workflows import ALL_WORKFLOWS
+    from session_service.temporal import registry
     from session_service.workflows.record import OperationRecord
 
     a = await seeded(make, [1, 2], tag="a")
@@ -571,7 +572,7 @@ async def test_histories_replay_without_nondeterminism(
         handle = runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
         histories.append(await handle.fetch_history())
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=registry.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )

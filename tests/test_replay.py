@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from session_service.workflows import ALL_WORKFLOWS
+from session_service.temporal import registry
 from session_service.workflows.record import OperationRecord
 
 HERE = Path(__file__).resolve().parent / "histories"
@@ -27,7 +27,7 @@ def test_every_kind_has_a_recorded_history() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=registry.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )

@@ -19,7 +19,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from temporalio import activity
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -39,8 +38,8 @@ from session_service.operation_types import (
 )
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import registry, steps
 from session_service.worker import build_worker, prepare, worker_of
-from session_service.workflows import ALL_WORKFLOWS
 from session_service.workflows.record import OperationRecord
 from tests.conftest import Factory
 
@@ -196,7 +195,7 @@ async def test_many_pages_continue_as_new_and_count_exactly(rstack: RetentionSta
     rt = rstack.runtime
     async with rstack.worker():
         handle = await rt.temporal.start_workflow(
-            "RetentionWorkflow",
+            registry.CLEANUP.name,
             RetentionInput(rules=RetentionRules(**POLICY), page_size=4, pages_per_run=2),
             id=f"cleanup-{uuid.uuid4().hex}",
             task_queue=rt.settings.temporal_task_queue,
@@ -219,7 +218,7 @@ async def run_direct(rs: RetentionStack, inp: RetentionInput) -> tuple[str, dict
     """A sweep started with non-default RetentionInput fields (the API uses the defaults)."""
     rt = rs.runtime
     handle = await rt.temporal.start_workflow(
-        "RetentionWorkflow",
+        registry.CLEANUP.name,
         inp,
         id=f"cleanup-{uuid.uuid4().hex}",
         task_queue=rt.settings.temporal_task_queue,
@@ -264,7 +263,7 @@ async def test_a_failing_delete_does_not_lose_the_others(
 def refusing_hold(victim: str, rt: Runtime) -> Any:
     real = SessionSteps(rt.repo, rt.vectors)
 
-    @activity.defn(name="hold_for_delete")
+    @steps.HOLD_FOR_DELETE.fake
     async def hold_for_delete(inp: HoldInput) -> HoldResult:
         if victim in inp.session_ids:
             raise ApplicationError("injected refusal", type="Conflict", non_retryable=True)
@@ -298,7 +297,7 @@ def racing_hold(victim: str, rt: Runtime, change: str = "locked_by = 'merge-race
     evaluation and its hold."""
     real = SessionSteps(rt.repo, rt.vectors)
 
-    @activity.defn(name="hold_for_delete")
+    @steps.HOLD_FOR_DELETE.fake
     async def hold_for_delete(inp: HoldInput) -> HoldResult:
         await rt.pool.execute(f"UPDATE sessions SET {change} WHERE id = $1", uuid.UUID(victim))
         return await real.hold_for_delete(inp)
@@ -356,7 +355,7 @@ async def test_a_batch_whose_child_is_already_running_is_skipped_not_failed(
     key = f"k-{uuid.uuid4().hex}"
     op = "cleanup-" + hashlib.sha256(f"None\0{key}".encode()).hexdigest()[:32]
     squatter = await rstack.runtime.temporal.start_workflow(
-        "DeleteWorkflow",
+        registry.DELETE.name,
         id=f"{op}-delete-{uuid.UUID(doomed[0]).hex}",
         task_queue=f"nobody-{uuid.uuid4().hex[:8]}",  # never runs: stays "running"
     )
@@ -456,7 +455,7 @@ async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> Non
     assert r.json()["cleanup_stats"]["deleted_count"] == 3
     handle = rstack.runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
     replayer = Replayer(
-        workflows=ALL_WORKFLOWS,
+        workflows=registry.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )
@@ -516,7 +515,7 @@ async def test_days_pass_inside_time_skipping_server(rstack: RetentionStack) -> 
         async with worker:
             await env.sleep(timedelta(days=31))
             result = await client.execute_workflow(
-                "RetentionWorkflow",
+                registry.CLEANUP.name,
                 RetentionInput(rules=RetentionRules(**POLICY)),
                 id=f"cleanup-{uuid.uuid4().hex}",
                 task_queue="skip",

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from session_service.api.app import create_app
 from session_service.runtime import Runtime
 from session_service.settings import Settings
+from session_service.temporal import steps
 from session_service.worker import build_worker
 from tests.conftest import OpsStack
 from tests.test_dev_stack import DevStack, wait_gone
@@ -43,7 +44,10 @@ async def copy_steps(client: Client, operation_id: str) -> list[CopyAttempt]:
     copies: dict[int, CopyAttempt] = {}
     for event in history.events:
         if event.HasField("activity_task_scheduled_event_attributes"):
-            if event.activity_task_scheduled_event_attributes.activity_type.name == "copy_points":
+            if (
+                event.activity_task_scheduled_event_attributes.activity_type.name
+                == steps.COPY_POINTS.name
+            ):
                 copies[event.event_id] = CopyAttempt(attempt=0, result=None)
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes

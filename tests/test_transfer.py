@@ -22,6 +22,7 @@ from session_service import export_format as fmt
 from session_service.activities import TransferSteps
 from session_service.operation_types import ExportResult, ImportPointsInput, WriteExportInput
 from session_service.runtime import Runtime
+from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import point_ids, seeded
 
@@ -253,7 +254,7 @@ async def test_bad_inline_documents(client: httpx.AsyncClient) -> None:
 def failing_import(rt: Runtime, after_batches: int) -> Any:
     real = TransferSteps(rt.repo, rt.vectors, rt.artifacts)
 
-    @activity.defn(name="import_points")
+    @steps.IMPORT_POINTS.fake
     async def import_points(inp: ImportPointsInput) -> int:
         await real.import_points(inp.model_copy(update={"batch_size": inp.batch_size}))
         raise RuntimeError("injected after copying")
@@ -305,7 +306,7 @@ async def test_validation_longer_than_the_heartbeat_timeout_succeeds(
 def stalling_import(rt: Runtime, stalled: asyncio.Event, seen: list[int]) -> Any:
     real = TransferSteps(rt.repo, rt.vectors, rt.artifacts)
 
-    @activity.defn(name="import_points")
+    @steps.IMPORT_POINTS.fake
     async def import_points(inp: ImportPointsInput) -> int:
         seen.append(len(activity.info().heartbeat_details))
         if len(seen) == 1:  # first attempt: one batch, a checkpoint, then freeze
@@ -375,7 +376,7 @@ async def test_failing_export_leaves_no_artifact(ops_stack: OpsStack, runtime: R
     s = await seeded(make, list(range(30)), tag="x")
     real = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
 
-    @activity.defn(name="write_export")
+    @steps.WRITE_EXPORT.fake
     async def write_export(inp: WriteExportInput) -> ExportResult:
         await real.write_export(inp.model_copy(update={"export_id": inp.export_id}))
         raise RuntimeError("injected after writing")
@@ -415,7 +416,7 @@ async def test_export_resumes_from_checkpoint(
     real = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
     resumed_at: list[Any] = []
 
-    @activity.defn(name="write_export")
+    @steps.WRITE_EXPORT.fake
     async def recording(inp: WriteExportInput) -> ExportResult:
         resumed_at.append(activity.info().heartbeat_details)
         return await real.write_export(inp)

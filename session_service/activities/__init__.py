@@ -1,7 +1,9 @@
 """Thin, idempotent units of work: each a call or two into the stores.
 
 Activities are methods of classes that receive their clients, so the worker
-builds them once and a test can replace one method by name to inject a fault.
+builds them once. Each method implements a step declared in ``temporal/steps.py``
+(``@implements(steps.LOCK_SESSIONS)``), which names it; a test replaces one with a
+fake of the same step (``steps.COPY_POINTS.fake(fn)``) to inject a fault.
 """
 
 from session_service.activities.cold import ColdSteps

@@ -5,15 +5,12 @@ the read-back checks, and the storage marks in Postgres."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
-import uuid
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -24,6 +21,8 @@ from temporalio.exceptions import ApplicationError
 from session_service import export_format as fmt
 from session_service.activities.errors import business_errors
 from session_service.activities.transfer import TransferSteps, in_thread
+from session_service.domain.naming import part_key as part_key
+from session_service.domain.naming import reload_workflow_id as reload_workflow_id
 from session_service.heartbeat import heartbeat_interval
 from session_service.models import ArtifactRef, Storage
 from session_service.operation_types import (
@@ -39,25 +38,10 @@ from session_service.operation_types import (
     VerifyReloadInput,
     WriteOffloadInput,
 )
+from session_service.temporal import registry, steps
+from session_service.temporal.steps import implements
 
 MISMATCH = "ArtifactMismatch"  # a read-back that disagrees: the offload fails and is undone
-
-
-def reload_workflow_id(session_id: str) -> str:
-    """One reload per session at a time: every caller (a request's first use, a merge or
-    split, an operator) starts or joins the workflow of this id."""
-    return f"reload-{uuid.UUID(session_id).hex}"
-
-
-def offload_artifact_key(session_id: str, operation_id: str) -> str:
-    """Where an offload writes: per operation, so a retried offload never meets an older
-    offload's file, and never an export's (whose keys are UUIDs)."""
-    op = hashlib.sha256(operation_id.encode()).hexdigest()[:16]
-    return f"offload-{uuid.UUID(session_id).hex}-{op}.ndjson.gz"
-
-
-def part_key(key: str) -> str:
-    return f"{key}.part"
 
 
 class ColdSteps:
@@ -68,7 +52,7 @@ class ColdSteps:
         self.store = transfer.store
         self.keep_artifact = keep_artifact
 
-    @activity.defn(name="hold_for_storage")
+    @implements(steps.HOLD_FOR_STORAGE)
     async def hold_for_storage(self, inp: LockInput) -> OffloadLockResult:
         """Hold the one session (409 when another operation does) and say where its points
         are; a repeat by the same operation is a no-op."""
@@ -91,7 +75,7 @@ class ColdSteps:
             artifact_sha256=ref.sha256 if ref else None,
         )
 
-    @activity.defn(name="write_offload")
+    @implements(steps.WRITE_OFFLOAD)
     async def write_offload(self, inp: WriteOffloadInput) -> ArtifactCheck:
         """Write the points to ``<key>.part`` with the export's writer (resuming from its
         checkpoint), then give the file its name; a retry after that reads it back."""
@@ -129,7 +113,7 @@ class ColdSteps:
             size_bytes=self.store.size(key) or 0,
         )
 
-    @activity.defn(name="verify_offload")
+    @implements(steps.VERIFY_OFFLOAD)
     async def verify_offload(self, inp: VerifyOffloadInput) -> ArtifactCheck:
         """Read the artifact back: its count and SHA-256 must be what was written, and the
         count what the live collection holds (the session is held: nobody writes)."""
@@ -150,7 +134,7 @@ class ColdSteps:
             )
         return back
 
-    @activity.defn(name="mark_offloaded")
+    @implements(steps.MARK_OFFLOADED)
     async def mark_offloaded(self, inp: MarkOffloadedInput) -> None:
         a = inp.artifact
         await self.repo.mark_offloaded(
@@ -159,15 +143,15 @@ class ColdSteps:
             ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
         )
 
-    @activity.defn(name="mark_live")
+    @implements(steps.MARK_LIVE)
     async def mark_live(self, inp: MarkLiveInput) -> None:
         await self.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
 
-    @activity.defn(name="create_collection")
+    @implements(steps.CREATE_COLLECTION)
     async def create_collection(self, inp: OffloadLockResult) -> None:
         await self.vectors.ensure_collection(inp.collection, inp.vector_size, inp.distance)
 
-    @activity.defn(name="verify_reload")
+    @implements(steps.VERIFY_RELOAD)
     async def verify_reload(self, inp: VerifyReloadInput) -> int:
         """The recreated collection must hold exactly the artifact's points."""
         live = await self.vectors.count(inp.collection)
@@ -179,7 +163,7 @@ class ColdSteps:
             )
         return live
 
-    @activity.defn(name="ensure_live")
+    @implements(steps.ENSURE_LIVE)
     async def ensure_live(self, inp: EnsureLiveInput) -> list[str]:
         """Bring offloaded sessions back before an operation that needs their points (a
         merge or a split): start, or join, each one's reload and wait for it. Returns the
@@ -196,13 +180,13 @@ class ColdSteps:
         client = activity.client()
         info = activity.info()
         pairs: list[SearchAttributePair[Any]] = [
-            SearchAttributePair(SearchAttributeKey.for_keyword_list("SessionIds"), [session_id]),
-            SearchAttributePair(SearchAttributeKey.for_keyword("OperationKind"), "reload"),
+            SearchAttributePair(registry.SESSION_IDS, [session_id]),
+            SearchAttributePair(registry.OPERATION_KIND, registry.RELOAD.kind.value),
         ]
         if owner_id:
-            pairs.append(SearchAttributePair(SearchAttributeKey.for_keyword("OwnerId"), owner_id))
+            pairs.append(SearchAttributePair(registry.OWNER_ID, owner_id))
         handle = await client.start_workflow(
-            "ReloadWorkflow",
+            registry.RELOAD.name,
             ReloadInput(
                 session_id=session_id, keep_artifact=self.keep_artifact, options=inp.options
             ),
@@ -236,15 +220,3 @@ class ColdSteps:
             ) from exc
         finally:
             waiter.cancel()
-
-    def all(self) -> list[object]:
-        return [
-            self.hold_for_storage,
-            self.write_offload,
-            self.verify_offload,
-            self.mark_offloaded,
-            self.mark_live,
-            self.create_collection,
-            self.verify_reload,
-            self.ensure_live,
-        ]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from session_service import logs
 from session_service.activities.meter import index_built
 from session_service.operation_types import IndexOutcome
 from session_service.stores.vector_store import VectorStore
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 log = logs.get(__name__)
 
@@ -17,7 +17,7 @@ class IndexSteps:
         self.vectors = vectors
         self.min_points = min_points
 
-    @activity.defn(name="build_index")
+    @implements(steps.BUILD_INDEX)
     async def build_index(self, collection: str) -> IndexOutcome:
         """Small collections are left to scans (fast enough, and an index costs memory);
         a retry after a crash builds again from the live shard."""
@@ -43,6 +43,3 @@ class IndexSteps:
             seconds=report.seconds,
             replayed=report.replayed,
         )
-
-    def all(self) -> list[object]:
-        return [self.build_index]

@@ -25,6 +25,8 @@ from session_service.operation_types import (
     RemoveResult,
 )
 from session_service.stores.vector_store import VectorStore
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 log = logs.get(__name__)
 
@@ -45,11 +47,11 @@ class PointSteps:
     def __init__(self, vectors: VectorStore) -> None:
         self.vectors = vectors
 
-    @activity.defn(name="count_points")
+    @implements(steps.COUNT_POINTS)
     async def count_points(self, collection: str) -> int:
         return await self.vectors.count(collection)
 
-    @activity.defn(name="copy_points")
+    @implements(steps.COPY_POINTS)
     async def copy_points(self, inp: CopyInput) -> CopyResult:
         """Scroll ``source`` from ``offset`` and upsert into ``target``, up to ``max_batches``.
 
@@ -82,7 +84,7 @@ class PointSteps:
         await self.vectors.flush(inp.target)
         return CopyResult(read=read, next_offset=offset, resumed_from=resumed_from)
 
-    @activity.defn(name="copy_points_by_id")
+    @implements(steps.COPY_POINTS_BY_ID)
     async def copy_points_by_id(self, inp: CopyIdsInput) -> CopyIdsResult:
         """Copy the listed points that exist in ``source``; count them."""
         checkpoint = _checkpoint()
@@ -99,7 +101,7 @@ class PointSteps:
         await self.vectors.flush(inp.target)
         return CopyIdsResult(found=found)
 
-    @activity.defn(name="remove_points")
+    @implements(steps.REMOVE_POINTS)
     async def remove_points(self, inp: RemoveInput) -> RemoveResult:
         """Remove from ``source`` the listed points that were copied somewhere.
 
@@ -121,11 +123,11 @@ class PointSteps:
         await self.vectors.flush(inp.source)
         return RemoveResult(removed=removed)
 
-    @activity.defn(name="drop_collection")
+    @implements(steps.DROP_COLLECTION)
     async def drop_collection(self, collection: str) -> None:
         await self.vectors.drop_collection(collection)
 
-    @activity.defn(name="drop_collections")
+    @implements(steps.DROP_COLLECTIONS)
     async def drop_collections(self, inp: DropCollectionsInput) -> DropCollectionsResult:
         """A batch delete's irreversible step: each session's collection, one by one.
 
@@ -149,13 +151,3 @@ class PointSteps:
                 out.dropped.append(session.id)
             activity.heartbeat(out)
         return out
-
-    def all(self) -> list[object]:
-        return [
-            self.count_points,
-            self.copy_points,
-            self.copy_points_by_id,
-            self.remove_points,
-            self.drop_collection,
-            self.drop_collections,
-        ]

@@ -10,6 +10,8 @@ from temporalio.service import RPCError
 
 from session_service.operation_types import OperationEnd, OperationStart
 from session_service.stores.operations_store import OperationStore
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 
 async def _first_start(workflow_id: str, run_id: str) -> datetime | None:
@@ -25,7 +27,7 @@ class RecordSteps:
         self.store = store
         self.idempotency_ttl = idempotency_ttl
 
-    @activity.defn(name="record_operation_start")
+    @implements(steps.RECORD_OPERATION_START)
     async def record_operation_start(self, inp: OperationStart) -> None:
         created_at = None
         if await self.store.get(inp.operation_id) is None:
@@ -34,14 +36,11 @@ class RecordSteps:
             created_at = await _first_start(inp.operation_id, inp.run_id)
         await self.store.started(inp, created_at)
 
-    @activity.defn(name="record_operation_end")
+    @implements(steps.RECORD_OPERATION_END)
     async def record_operation_end(self, inp: OperationEnd) -> None:
         await self.store.ended(inp)
 
-    @activity.defn(name="sweep_idempotency_keys")
+    @implements(steps.SWEEP_IDEMPOTENCY_KEYS)
     async def sweep_idempotency_keys(self) -> int:
         """Delete ``idempotency_keys`` rows older than IDEMPOTENCY_TTL (the worker's)."""
         return await self.store.sweep_idempotency_keys(self.idempotency_ttl)
-
-    def all(self) -> list[object]:
-        return [self.record_operation_start, self.record_operation_end, self.sweep_idempotency_keys]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from session_service.operation_types import (
     ArchiveInput,
     EvaluateInput,
@@ -13,40 +11,33 @@ from session_service.operation_types import (
 )
 from session_service.retention_rules import evaluation
 from session_service.stores.repository import SessionRepository
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 
 class RetentionSteps:
     def __init__(self, repo: SessionRepository) -> None:
         self.repo = repo
 
-    @activity.defn(name="load_policy")
+    @implements(steps.LOAD_POLICY)
     async def load_policy(self) -> PolicyLoad:
         policy = await self.repo.get_policy()
         rules = RetentionRules.model_validate(policy.model_dump(exclude={"schedule", "enabled"}))
         return PolicyLoad(rules=rules, enabled=policy.enabled)
 
-    @activity.defn(name="evaluate_page")
+    @implements(steps.EVALUATE_PAGE)
     async def evaluate_page(self, inp: EvaluateInput) -> EvaluateResult:
         page = await self.repo.retention_page(inp.operation_id, inp.after_id, inp.page_size)
         return evaluation(page, inp.rules, inp.now)
 
-    @activity.defn(name="archive_sessions")
+    @implements(steps.ARCHIVE_SESSIONS)
     async def archive_sessions(self, inp: ArchiveInput) -> int:
         return await self.repo.retention_archive(inp.operation_id, inp.session_ids)
 
-    @activity.defn(name="restore_archived")
+    @implements(steps.RESTORE_ARCHIVED)
     async def restore_archived(self, operation_id: str) -> None:
         await self.repo.retention_restore(operation_id)
 
-    @activity.defn(name="forget_archived")
+    @implements(steps.FORGET_ARCHIVED)
     async def forget_archived(self, operation_id: str) -> None:
         await self.repo.retention_forget(operation_id)
-
-    def all(self) -> list[object]:
-        return [
-            self.load_policy,
-            self.evaluate_page,
-            self.archive_sessions,
-            self.restore_archived,
-            self.forget_archived,
-        ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from temporalio import activity
-
 from session_service.activities.errors import business_errors
 from session_service.models import SessionModel
 from session_service.operation_types import (
@@ -24,6 +22,8 @@ from session_service.operation_types import (
 from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import VectorStore, collection_name_for
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 
 class SessionSteps:
@@ -34,7 +34,7 @@ class SessionSteps:
         self.vectors = vectors
         self.store = store  # where offloaded sessions' artifacts are (section G)
 
-    @activity.defn(name="lock_sessions")
+    @implements(steps.LOCK_SESSIONS)
     async def lock_sessions(self, inp: LockInput) -> LockResult:
         with business_errors():
             records = await self.repo.lock(
@@ -58,11 +58,11 @@ class SessionSteps:
             ]
         )
 
-    @activity.defn(name="unlock_sessions")
+    @implements(steps.UNLOCK_SESSIONS)
     async def unlock_sessions(self, inp: UnlockInput) -> None:
         await self.repo.unlock(inp.operation_id, inp.session_ids)
 
-    @activity.defn(name="create_session")
+    @implements(steps.CREATE_SESSION)
     async def create_session(self, inp: NewSessionInput) -> None:
         """Row (held by the operation) and collection; both "create if missing"."""
         async with self.repo.pool.acquire() as conn:
@@ -84,13 +84,13 @@ class SessionSteps:
             inp.configuration.distance.value,
         )
 
-    @activity.defn(name="discard_session")
+    @implements(steps.DISCARD_SESSION)
     async def discard_session(self, inp: DiscardInput) -> None:
         """Undo of create_session: collection and row gone, if present and still ours."""
         await self.vectors.drop_collection(collection_name_for(inp.session_id))
         await self.repo.delete_held(inp.operation_id, inp.session_id)
 
-    @activity.defn(name="finish_merge")
+    @implements(steps.FINISH_MERGE)
     async def finish_merge(self, inp: FinishMergeInput) -> SessionModel:
         record = await self.repo.finish_merge(
             inp.operation_id,
@@ -103,7 +103,7 @@ class SessionSteps:
         )
         return record.public()
 
-    @activity.defn(name="finish_split")
+    @implements(steps.FINISH_SPLIT)
     async def finish_split(self, inp: FinishSplitInput) -> None:
         await self.repo.finish_split(
             inp.operation_id,
@@ -113,7 +113,7 @@ class SessionSteps:
             archive_original=inp.archive_original,
         )
 
-    @activity.defn(name="delete_session_row")
+    @implements(steps.DELETE_SESSION_ROW)
     async def delete_session_row(self, inp: DeleteRowInput) -> None:
         await self._drop_artifacts(inp.operation_id, [inp.session_id])
         await self.repo.delete_held(inp.operation_id, inp.session_id)
@@ -126,7 +126,7 @@ class SessionSteps:
         for key in await self.repo.held_artifacts(operation_id, session_ids):
             self.store.delete(key)
 
-    @activity.defn(name="hold_for_delete")
+    @implements(steps.HOLD_FOR_DELETE)
     async def hold_for_delete(self, inp: HoldInput) -> HoldResult:
         """A batch delete holds what it can: a session held elsewhere is left to its holder."""
         held, others, missing = await self.repo.hold_unheld(inp.operation_id, inp.session_ids)
@@ -136,20 +136,7 @@ class SessionSteps:
             missing=missing,
         )
 
-    @activity.defn(name="delete_session_rows")
+    @implements(steps.DELETE_SESSION_ROWS)
     async def delete_session_rows(self, inp: DeleteRowsInput) -> None:
         await self._drop_artifacts(inp.operation_id, inp.delete_ids)
         await self.repo.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)
-
-    def all(self) -> list[object]:
-        return [
-            self.lock_sessions,
-            self.unlock_sessions,
-            self.create_session,
-            self.discard_session,
-            self.finish_merge,
-            self.finish_split,
-            self.delete_session_row,
-            self.hold_for_delete,
-            self.delete_session_rows,
-        ]

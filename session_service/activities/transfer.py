@@ -37,6 +37,8 @@ from session_service.operation_types import (
 from session_service.stores.artifacts import ArtifactStore
 from session_service.stores.repository import SessionRepository
 from session_service.stores.vector_store import PointRows, PointTuple, VectorStore
+from session_service.temporal import steps
+from session_service.temporal.steps import implements
 
 T = TypeVar("T")
 log = logs.get(__name__)
@@ -157,20 +159,20 @@ class TransferSteps:
 
     # export
 
-    @activity.defn(name="create_export_record")
+    @implements(steps.CREATE_EXPORT_RECORD)
     async def create_export_record(self, inp: ExportRecordInput) -> None:
         with business_errors():  # 409 while an offload holds the session
             await self.repo.export_create(
                 inp.export_id, inp.session_id, inp.owner_id, inp.operation_id
             )
 
-    @activity.defn(name="discard_export")
+    @implements(steps.DISCARD_EXPORT)
     async def discard_export(self, export_id: str) -> None:
         self.store.delete(writing_key(export_id))
         self.store.delete(final_key(export_id))
         await self.repo.export_delete(export_id)
 
-    @activity.defn(name="write_export")
+    @implements(steps.WRITE_EXPORT)
     async def write_export(self, inp: WriteExportInput) -> ExportResult:
         """Write the artifact, resuming a crashed attempt from its last checkpoint.
 
@@ -306,7 +308,7 @@ class TransferSteps:
 
     # import
 
-    @activity.defn(name="validate_import")
+    @implements(steps.VALIDATE_IMPORT)
     async def validate_import(self, key: str) -> ImportHeader:
         """Read the whole input before anything is created; a bad one is a 422, at once.
 
@@ -333,7 +335,7 @@ class TransferSteps:
             sha256=header.sha256,
         )
 
-    @activity.defn(name="read_import_header")
+    @implements(steps.READ_IMPORT_HEADER)
     async def read_import_header(self, key: str) -> ImportHeader:
         """The header line alone, checked like a ``POST /sessions`` body: enough to create
         the session; the rest is checked while it is imported (``import_points``)."""
@@ -348,7 +350,7 @@ class TransferSteps:
             session=session, vector_size=size, distance=distance, points=0, sha256=""
         )
 
-    @activity.defn(name="import_points")
+    @implements(steps.IMPORT_POINTS)
     async def import_points(self, inp: ImportPointsInput) -> int:
         """Upsert the artifact's points in batches from the heartbeated count.
 
@@ -401,28 +403,16 @@ class TransferSteps:
         await self.vectors.flush(inp.collection)
         return done
 
-    @activity.defn(name="finish_import")
+    @implements(steps.FINISH_IMPORT)
     async def finish_import(self, inp: FinishImportInput) -> SessionModel:
         record = await self.repo.finish_import(
             inp.operation_id, inp.session_id, inp.processing_stats, inp.model_usage
         )
         return record.public()
 
-    @activity.defn(name="delete_artifact")
+    @implements(steps.DELETE_ARTIFACT)
     async def delete_artifact(self, key: str) -> None:
         self.store.delete(key)
-
-    def all(self) -> list[object]:
-        return [
-            self.create_export_record,
-            self.discard_export,
-            self.write_export,
-            self.validate_import,
-            self.read_import_header,
-            self.import_points,
-            self.finish_import,
-            self.delete_artifact,
-        ]
 
 
 @contextlib.contextmanager

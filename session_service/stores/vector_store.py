@@ -8,12 +8,12 @@ so merge, split, export, import and the points API run unchanged on either.
 
 from __future__ import annotations
 
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from session_service.domain.naming import collection_name_for
 from session_service.errors import StartupError
 
 if TYPE_CHECKING:
@@ -75,10 +75,6 @@ def point_rows(records: Sequence[Any]) -> PointRows:
         vectors=vectors,
         payloads=[r.payload if r.payload is not None else {} for r in records],
     )
-
-
-def collection_name_for(session_id: str) -> str:
-    return f"session_{uuid.UUID(session_id).hex}"
 
 
 def point_id(value: Any) -> PointId:

@@ -20,22 +20,21 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from session_service.activities.cold import offload_artifact_key, part_key
+    from session_service.domain.naming import offload_artifact_key, part_key
     from session_service.operation_types import (
-        ArtifactCheck,
         ColdResult,
         ImportPointsInput,
         LockInput,
         MarkLiveInput,
         MarkOffloadedInput,
         OffloadInput,
-        OffloadLockResult,
         ReloadInput,
         UnlockInput,
         VerifyOffloadInput,
         VerifyReloadInput,
         WriteOffloadInput,
     )
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import SagaWorkflow
 
 
@@ -49,18 +48,18 @@ def _refusal(message: str, type_: str) -> BaseException:
     return ApplicationError(message, type=type_, non_retryable=True)
 
 
-@workflow.defn(name="OffloadWorkflow")
+@registry.OFFLOAD.defn
 class OffloadWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: OffloadInput) -> ColdResult:
         op = workflow.info().workflow_id
         sid = inp.session_id
-        saga = self.begin(inp.options, "offload")
+        saga = self.begin(inp.options, registry.OFFLOAD.kind)
         try:
             saga.phase("holding the session")
-            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
+            saga.push(steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[sid]))
             held = await saga.step(
-                "hold_for_storage",
+                steps.HOLD_FOR_STORAGE,
                 LockInput(
                     operation_id=op,
                     session_ids=[sid],
@@ -69,43 +68,40 @@ class OffloadWorkflow(SagaWorkflow):
                     # under the lock (retention's offloads never pass through the API)
                     no_exports=workflow.patched(HOLD_REFUSES_EXPORTS),
                 ),
-                OffloadLockResult,
             )
             if held.storage == "offloaded":
                 raise _refusal(f"session {sid} is already offloaded", "Conflict")
             key = offload_artifact_key(sid, op)
             saga.phase("writing the artifact")
-            saga.push("delete_artifact", key)
-            saga.push("delete_artifact", part_key(key))
+            saga.push(steps.DELETE_ARTIFACT, key)
+            saga.push(steps.DELETE_ARTIFACT, part_key(key))
             written = await saga.step(
-                "write_offload",
+                steps.WRITE_OFFLOAD,
                 WriteOffloadInput(
                     session_id=sid, artifact_key=key, batch_size=inp.options.export_batch_size
                 ),
-                ArtifactCheck,
                 long=True,
             )
             saga.progress.points_total = written.points
             saga.phase("verifying the artifact")
             checked = await saga.step(
-                "verify_offload",
+                steps.VERIFY_OFFLOAD,
                 VerifyOffloadInput(collection=held.collection, written=written),
-                ArtifactCheck,
                 long=True,
             )
             saga.phase("marking the session offloaded")
-            saga.push("mark_live", MarkLiveInput(operation_id=op, session_id=sid))
+            saga.push(steps.MARK_LIVE, MarkLiveInput(operation_id=op, session_id=sid))
             await saga.step(
-                "mark_offloaded",
+                steps.MARK_OFFLOADED,
                 MarkOffloadedInput(operation_id=op, session_id=sid, artifact=checked),
                 # a cancel waits for the mark to land before its undo (unmark) runs
                 settle_on_cancel=workflow.patched(MARKS_SETTLE),
             )
             saga.phase("dropping the live collection")
             saga.commit()  # the irreversible step: from here on, only forward
-            await saga.final_step("drop_collection", held.collection, long=True)
+            await saga.final_step(steps.DROP_COLLECTION, held.collection, long=True)
             await saga.final_step(
-                "unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid])
+                steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[sid])
             )
             saga.progress.points_done = checked.points
             saga.done()
@@ -121,25 +117,24 @@ class OffloadWorkflow(SagaWorkflow):
             await saga.fail(err)
 
 
-@workflow.defn(name="ReloadWorkflow")
+@registry.RELOAD.defn
 class ReloadWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: ReloadInput) -> ColdResult:
         op = workflow.info().workflow_id
         sid = inp.session_id
-        saga = self.begin(inp.options, "reload")
+        saga = self.begin(inp.options, registry.RELOAD.kind)
         try:
             saga.phase("holding the session")
-            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid]))
+            saga.push(steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[sid]))
             held = await saga.step(
-                "hold_for_storage",
+                steps.HOLD_FOR_STORAGE,
                 LockInput(operation_id=op, session_ids=[sid], allow_deleted=True),
-                OffloadLockResult,
             )
             if held.storage != "offloaded" or held.artifact_key is None:
                 # already live (a caller that joined late, or a repeat): nothing to do
                 await saga.final_step(
-                    "unlock_sessions", UnlockInput(operation_id=op, session_ids=[sid])
+                    steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[sid])
                 )
                 saga.done()
                 return ColdResult(
@@ -148,11 +143,11 @@ class ReloadWorkflow(SagaWorkflow):
             saga.progress.points_total = held.artifact_points
             saga.phase("recreating the collection")
             # safe when nothing was created: an offloaded session has no live collection
-            saga.push("drop_collection", held.collection)
-            await saga.step("create_collection", held)
+            saga.push(steps.DROP_COLLECTION, held.collection)
+            await saga.step(steps.CREATE_COLLECTION, held)
             saga.phase("importing points")
             done = await saga.step(
-                "import_points",
+                steps.IMPORT_POINTS,
                 ImportPointsInput(
                     artifact_key=held.artifact_key,
                     collection=held.collection,
@@ -160,15 +155,13 @@ class ReloadWorkflow(SagaWorkflow):
                     verify=True,
                     expect_sha256=held.artifact_sha256,
                 ),
-                int,
                 long=True,
             )
             saga.progress.points_done = done
             saga.phase("verifying the collection")
             await saga.step(
-                "verify_reload",
+                steps.VERIFY_RELOAD,
                 VerifyReloadInput(collection=held.collection, points=held.artifact_points),
-                int,
             )
             saga.phase("marking the session live")
             mark = MarkLiveInput(operation_id=op, session_id=sid, release=True)
@@ -177,12 +170,12 @@ class ReloadWorkflow(SagaWorkflow):
                 # drop) would lose the refilled collection of a session already live, so
                 # commit first and let the mark finish whatever a cancel says.
                 saga.commit()
-                await saga.final_step("mark_live", mark)
+                await saga.final_step(steps.MARK_LIVE, mark)
             else:
-                await saga.step("mark_live", mark)
+                await saga.step(steps.MARK_LIVE, mark)
                 saga.commit()  # live and released: the artifact is no longer needed
             if not inp.keep_artifact:
-                await saga.final_step("delete_artifact", held.artifact_key)
+                await saga.final_step(steps.DELETE_ARTIFACT, held.artifact_key)
             await saga.index_after([sid])  # a big session gets its search index back
             saga.done()
             return ColdResult(

@@ -20,36 +20,37 @@ with workflow.unsafe.imports_passed_through():
         DropCollectionsInput,
         DropCollectionsResult,
         HoldInput,
-        HoldResult,
         LockInput,
-        LockResult,
         UnlockInput,
     )
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import Saga, SagaWorkflow
 
 
-@workflow.defn(name="DeleteWorkflow")
+@registry.DELETE.defn
 class DeleteWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: DeleteInput) -> DeleteResult:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "delete")
+        saga = self.begin(inp.options, registry.DELETE.kind)
         try:
             if inp.session_id is None:
                 return await self._batch(saga, op, inp.session_ids)
             saga.phase("locking the session")
-            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.session_id]))
+            saga.push(
+                steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[inp.session_id])
+            )
             locked = await saga.step(
-                "lock_sessions",
+                steps.LOCK_SESSIONS,
                 LockInput(operation_id=op, session_ids=[inp.session_id], allow_deleted=True),
-                LockResult,
             )
             saga.phase("dropping the collection")
             saga.commit()  # the irreversible step: from here on, only forward
-            await saga.final_step("drop_collection", locked.sessions[0].collection, long=True)
+            await saga.final_step(steps.DROP_COLLECTION, locked.sessions[0].collection, long=True)
             saga.phase("deleting the session")
             await saga.final_step(
-                "delete_session_row", DeleteRowInput(operation_id=op, session_id=inp.session_id)
+                steps.DELETE_SESSION_ROW,
+                DeleteRowInput(operation_id=op, session_id=inp.session_id),
             )
             saga.done()
             return DeleteResult(message=f"Session {inp.session_id} permanently deleted")
@@ -58,23 +59,20 @@ class DeleteWorkflow(SagaWorkflow):
 
     async def _batch(self, saga: Saga, op: str, session_ids: list[str]) -> DeleteBatchResult:
         saga.phase("holding the sessions")
-        saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=session_ids))
+        saga.push(steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=session_ids))
         hold = await saga.step(
-            "hold_for_delete", HoldInput(operation_id=op, session_ids=session_ids), HoldResult
+            steps.HOLD_FOR_DELETE, HoldInput(operation_id=op, session_ids=session_ids)
         )
         saga.commit()  # the irreversible step: from here on, only forward
         dropped = DropCollectionsResult()
         if hold.sessions:
             saga.phase(f"dropping {len(hold.sessions)} collections")
             dropped = await saga.final_step(
-                "drop_collections",
-                DropCollectionsInput(sessions=hold.sessions),
-                DropCollectionsResult,
-                long=True,
+                steps.DROP_COLLECTIONS, DropCollectionsInput(sessions=hold.sessions), long=True
             )
             saga.phase("deleting the sessions")
             await saga.final_step(
-                "delete_session_rows",
+                steps.DELETE_SESSION_ROWS,
                 DeleteRowsInput(
                     operation_id=op,
                     delete_ids=dropped.dropped,

@@ -11,20 +11,21 @@ with workflow.unsafe.imports_passed_through():
         ExportResult,
         WriteExportInput,
     )
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import SagaWorkflow
 
 
-@workflow.defn(name="ExportWorkflow")
+@registry.EXPORT.defn
 class ExportWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: ExportInput) -> ExportResult:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "export")
+        saga = self.begin(inp.options, registry.EXPORT.kind)
         try:
             saga.phase("writing the artifact")
-            saga.push("discard_export", inp.export_id)
+            saga.push(steps.DISCARD_EXPORT, inp.export_id)
             await saga.step(
-                "create_export_record",
+                steps.CREATE_EXPORT_RECORD,
                 ExportRecordInput(
                     export_id=inp.export_id,
                     session_id=inp.session_id,
@@ -33,13 +34,12 @@ class ExportWorkflow(SagaWorkflow):
                 ),
             )
             result = await saga.step(
-                "write_export",
+                steps.WRITE_EXPORT,
                 WriteExportInput(
                     export_id=inp.export_id,
                     session_id=inp.session_id,
                     batch_size=inp.options.export_batch_size,
                 ),
-                ExportResult,
                 long=True,
             )
             saga.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from session_service.domain.naming import collection_name_for
     from session_service.models import (
         MAX_DESCRIPTION,
         MAX_NAME,
@@ -16,12 +17,11 @@ with workflow.unsafe.imports_passed_through():
     from session_service.operation_types import (
         DiscardInput,
         FinishImportInput,
-        ImportHeader,
         ImportInput,
         ImportPointsInput,
         NewSessionInput,
     )
-    from session_service.stores.vector_store import collection_name_for
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import SagaWorkflow
 
 
@@ -29,27 +29,25 @@ def _text(value: object, limit: int) -> str | None:
     return str(value)[:limit] if value is not None else None
 
 
-@workflow.defn(name="ImportWorkflow")
+@registry.IMPORT.defn
 class ImportWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: ImportInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "import")
+        saga = self.begin(inp.options, registry.IMPORT.kind)
         try:
             if inp.staged:  # the staging file goes, whatever happens (undone last)
-                saga.push("delete_artifact", inp.artifact_key)
+                saga.push(steps.DELETE_ARTIFACT, inp.artifact_key)
             # one pass over the artifact: the header first, every line and the trailer while
             # the points are imported (a bad one fails the import, whose undo drops the
             # session); before this patch, a whole validation pass came first
             one_pass = workflow.patched("single-pass-import")
             if one_pass:
                 saga.phase("reading the header")
-                header = await saga.step("read_import_header", inp.artifact_key, ImportHeader)
+                header = await saga.step(steps.READ_IMPORT_HEADER, inp.artifact_key)
             else:
                 saga.phase("validating")
-                header = await saga.step(
-                    "validate_import", inp.artifact_key, ImportHeader, long=True
-                )
+                header = await saga.step(steps.VALIDATE_IMPORT, inp.artifact_key, long=True)
             saga.progress.points_total = header.points
             original = header.session
             config = dict(original.get("configuration") or {})
@@ -59,9 +57,11 @@ class ImportWorkflow(SagaWorkflow):
             metadata["imported_from"] = original.get("id")
 
             saga.phase("creating the session")
-            saga.push("discard_session", DiscardInput(operation_id=op, session_id=inp.session_id))
+            saga.push(
+                steps.DISCARD_SESSION, DiscardInput(operation_id=op, session_id=inp.session_id)
+            )
             await saga.step(
-                "create_session",
+                steps.CREATE_SESSION,
                 NewSessionInput(
                     operation_id=op,
                     session_id=inp.session_id,
@@ -76,32 +76,30 @@ class ImportWorkflow(SagaWorkflow):
             )
             saga.phase("importing points")
             done = await saga.step(
-                "import_points",
+                steps.IMPORT_POINTS,
                 ImportPointsInput(
                     artifact_key=inp.artifact_key,
                     collection=collection_name_for(inp.session_id),
                     batch_size=inp.options.batch_size,
                     verify=one_pass,
                 ),
-                int,
                 long=True,
             )
             saga.progress.points_done = done
             saga.progress.points_total = max(saga.progress.points_total, done)
             saga.phase("finishing")
             result = await saga.step(
-                "finish_import",
+                steps.FINISH_IMPORT,
                 FinishImportInput(
                     operation_id=op,
                     session_id=inp.session_id,
                     processing_stats=original.get("processing_stats") or {},
                     model_usage=original.get("model_usage_history") or {},
                 ),
-                SessionModel,
             )
             saga.commit()
             if inp.staged:
-                await saga.final_step("delete_artifact", inp.artifact_key)
+                await saga.final_step(steps.DELETE_ARTIFACT, inp.artifact_key)
             await saga.index_after([inp.session_id])
             saga.done()
             return result

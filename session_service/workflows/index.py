@@ -15,10 +15,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from session_service.operation_types import IndexInput, IndexOutcome, IndexResult
+    from session_service.operation_types import IndexInput, IndexResult
+    from session_service.temporal import registry, steps
 
 
-@workflow.defn(name="IndexWorkflow")
+@registry.INDEX.defn
 class IndexWorkflow:
     @workflow.run
     async def run(self, inp: IndexInput) -> IndexResult:
@@ -26,9 +27,9 @@ class IndexWorkflow:
         for collection in inp.collections:
             workflow.set_current_details(f"building the search index of {collection}")
             outcome = await workflow.execute_activity(
-                "build_index",
+                steps.BUILD_INDEX.name,
                 collection,
-                result_type=IndexOutcome,
+                result_type=steps.BUILD_INDEX.result,
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=inp.options.heartbeat_timeout,
                 retry_policy=RetryPolicy(

@@ -7,60 +7,61 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from session_service.domain.naming import collection_name_for
     from session_service.models import Distance, SessionConfiguration, SessionModel
     from session_service.operation_types import (
         CopyInput,
-        CopyResult,
         DiscardInput,
         EnsureLiveInput,
         FinishMergeInput,
         LockInput,
-        LockResult,
         MergeInput,
         NewSessionInput,
         UnlockInput,
     )
-    from session_service.stores.vector_store import collection_name_for
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import COLD_SESSIONS, SagaWorkflow
 
 
-@workflow.defn(name="MergeWorkflow")
+@registry.MERGE.defn
 class MergeWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: MergeInput) -> SessionModel:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "merge")
+        saga = self.begin(inp.options, registry.MERGE.kind)
         target = collection_name_for(inp.target_id)
         try:
             cold = workflow.patched(COLD_SESSIONS)
             if cold:
                 saga.phase("reloading offloaded sources")
                 await saga.step(
-                    "ensure_live",
+                    steps.ENSURE_LIVE,
                     EnsureLiveInput(session_ids=inp.source_ids, options=inp.options),
-                    list[str],
                     long=True,
                 )
             saga.phase("locking sources")
-            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=inp.source_ids))
+            saga.push(
+                steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=inp.source_ids)
+            )
             locked = await saga.step(
-                "lock_sessions",
+                steps.LOCK_SESSIONS,
                 LockInput(
                     operation_id=op, session_ids=inp.source_ids, same_vectors=True, need_live=cold
                 ),
-                LockResult,
             )
             saga.phase("counting points")
             counts = await asyncio.gather(
-                *(saga.step("count_points", s.collection, int) for s in locked.sessions)
+                *(saga.step(steps.COUNT_POINTS, s.collection) for s in locked.sessions)
             )
             saga.progress.points_total = sum(counts)
 
             saga.phase("creating the merged session")
             first = locked.sessions[0]
-            saga.push("discard_session", DiscardInput(operation_id=op, session_id=inp.target_id))
+            saga.push(
+                steps.DISCARD_SESSION, DiscardInput(operation_id=op, session_id=inp.target_id)
+            )
             await saga.step(
-                "create_session",
+                steps.CREATE_SESSION,
                 NewSessionInput(
                     operation_id=op,
                     session_id=inp.target_id,
@@ -81,7 +82,7 @@ class MergeWorkflow(SagaWorkflow):
                 offset: int | str | None = None
                 while True:
                     got = await saga.step(
-                        "copy_points",
+                        steps.COPY_POINTS,
                         CopyInput(
                             source=source.collection,
                             target=target,
@@ -89,7 +90,6 @@ class MergeWorkflow(SagaWorkflow):
                             batch_size=inp.options.batch_size,
                             max_batches=inp.options.batches_per_call,
                         ),
-                        CopyResult,
                         long=True,
                     )
                     read += got.read
@@ -99,11 +99,11 @@ class MergeWorkflow(SagaWorkflow):
                     offset = got.next_offset
                     if offset is None:
                         break
-            merged = await saga.step("count_points", target, int)
+            merged = await saga.step(steps.COUNT_POINTS, target)
 
             saga.phase("finishing")
             result = await saga.step(
-                "finish_merge",
+                steps.FINISH_MERGE,
                 FinishMergeInput(
                     operation_id=op,
                     target_id=inp.target_id,
@@ -113,7 +113,6 @@ class MergeWorkflow(SagaWorkflow):
                     point_count=merged,
                     collisions=read - merged,
                 ),
-                SessionModel,
             )
             saga.commit()
             await saga.index_after([inp.target_id])

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
 from temporalio.worker import (
     ExecuteWorkflowInput,
@@ -27,18 +26,14 @@ from temporalio.worker import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from session_service.operation_types import (
-        OPERATION_WORKFLOWS,
-        OperationEnd,
-        OperationStart,
-        StepOptions,
-    )
+    from session_service.operation_types import OperationEnd, OperationStart, StepOptions
+    from session_service.temporal import registry, steps
+    from session_service.temporal.steps import Step
     from session_service.workflows.saga import UNTIL_DONE
 
 OPERATION_RECORD = "operation-record"
-_SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
-_OWNER_ID = SearchAttributeKey.for_keyword("OwnerId")
 _TIMEOUT = timedelta(seconds=60)
+T = TypeVar("T")
 
 
 def error_fields(exc: BaseException) -> tuple[str, str]:
@@ -75,12 +70,12 @@ def _progress() -> dict[str, Any] | None:
 
 
 async def _record(
-    name: str, arg: BaseModel, options: StepOptions, *, shielded: bool = True
+    step: Step[T, None], arg: T, options: StepOptions, *, shielded: bool = True
 ) -> None:
     """Run a record step until done, ``shielded`` from cancellation (the end write, like
     the saga's undos); with the operation's heartbeat timeout like every step."""
     handle = workflow.start_activity(
-        name,
+        step.name,
         arg,
         start_to_close_timeout=_TIMEOUT,
         heartbeat_timeout=options.heartbeat_timeout,
@@ -100,7 +95,7 @@ async def _record(
 class _RecordInbound(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         info = workflow.info()
-        kind = OPERATION_WORKFLOWS.get(info.workflow_type)
+        kind = registry.kind_of(info.workflow_type)
         if kind is None or not workflow.patched(OPERATION_RECORD):
             return await super().execute_workflow(input)
         memo = workflow.memo()
@@ -110,7 +105,7 @@ class _RecordInbound(WorkflowInboundInterceptor):
         if not isinstance(options, StepOptions):
             options = StepOptions()
         session_ids = list(
-            memo.get("session_ids") or attrs.get(_SESSION_IDS) or _session_ids_of(arg)
+            memo.get("session_ids") or attrs.get(registry.SESSION_IDS) or _session_ids_of(arg)
         )
         run_id = info.first_execution_run_id
         end = OperationEnd(
@@ -123,13 +118,13 @@ class _RecordInbound(WorkflowInboundInterceptor):
         try:
             # not shielded: a cancel that comes now cancels the operation (recorded below)
             await _record(
-                "record_operation_start",
+                steps.RECORD_OPERATION_START,
                 OperationStart(
                     operation_id=info.workflow_id,
                     kind=kind.value,
                     run_id=run_id,
                     session_ids=session_ids,
-                    owner_id=attrs.get(_OWNER_ID),
+                    owner_id=attrs.get(registry.OWNER_ID),
                     started_by=memo.get("started_by"),
                     cancel_permission=memo.get("cancel_permission"),
                     cancel_ids=list(memo.get("cancel_ids") or session_ids),
@@ -146,11 +141,11 @@ class _RecordInbound(WorkflowInboundInterceptor):
             end.status = "cancelled" if is_cancelled_exception(exc) else "failed"
             end.error_type, end.error_message = error_fields(exc)
             end.progress = _progress()
-            await _record("record_operation_end", end, options)
+            await _record(steps.RECORD_OPERATION_END, end, options)
             raise
         end.progress = _progress()
         end.result = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-        await _record("record_operation_end", end, options)
+        await _record(steps.RECORD_OPERATION_END, end, options)
         return result
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -25,16 +25,15 @@ with workflow.unsafe.imports_passed_through():
         DeleteBatchResult,
         DeleteInput,
         EvaluateInput,
-        EvaluateResult,
         OffloadInput,
-        PolicyLoad,
         RetentionInput,
         RetentionResult,
         RetentionRules,
         RetentionTotals,
     )
+    from session_service.temporal import registry, steps
     from session_service.workflows.delete import DeleteWorkflow
-    from session_service.workflows.saga import NO_ARG, Saga, SagaWorkflow
+    from session_service.workflows.saga import Saga, SagaWorkflow
 
 T = TypeVar("T")
 
@@ -47,8 +46,6 @@ OFFLOAD_ARCHIVED = "offload-archived"
 # Scheduled runs started before idempotency keys expired replay without the sweep.
 SWEEP_IDEMPOTENCY_KEYS = "sweep-idempotency-keys"
 COUNT_HELD_OFFLOADS = "retention-counts-held-offloads"
-_SESSION_IDS = SearchAttributeKey.for_keyword_list("SessionIds")
-_KIND = SearchAttributeKey.for_keyword("OperationKind")
 
 
 def stats(totals: RetentionTotals, dry_run: bool) -> dict[str, object]:
@@ -77,19 +74,19 @@ def listed(ids: list[str], more: list[str], cap: int) -> list[str]:
     return ids + more[: max(0, cap - len(ids))]
 
 
-@workflow.defn(name="RetentionWorkflow")
+@registry.CLEANUP.defn
 class RetentionWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: RetentionInput) -> RetentionResult:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "cleanup")
+        saga = self.begin(inp.options, registry.CLEANUP.kind)
         saga.progress.sessions_done = inp.totals.processed
         try:
             rules = inp.rules
             if rules is None and inp.phase == "archive" and inp.after_id is None:
                 await self._sweep_keys(saga)
             if rules is None:
-                loaded = await saga.step("load_policy", NO_ARG, PolicyLoad)
+                loaded = await saga.step(steps.LOAD_POLICY)
                 if not loaded.enabled:
                     return RetentionResult(
                         message="retention is disabled; nothing was done",
@@ -106,7 +103,7 @@ class RetentionWorkflow(SagaWorkflow):
                 state.phase, state.after_id = "delete", None
             saga.commit()  # deleting can't be undone: from here on, only forward
             await self._delete_phase(saga, op, state, rules, now)
-            await saga.final_step("forget_archived", op)
+            await saga.final_step(steps.FORGET_ARCHIVED, op)
             return self._done(saga, state, rules, "Cleanup completed")
         except BaseException as err:
             await saga.fail(err)
@@ -116,7 +113,7 @@ class RetentionWorkflow(SagaWorkflow):
         (retention disabled or not: they are the service's own records, not sessions)."""
         if workflow.patched(SWEEP_IDEMPOTENCY_KEYS):
             saga.phase("sweeping idempotency keys")
-            await saga.step("sweep_idempotency_keys", NO_ARG, int)
+            await saga.step(steps.SWEEP_IDEMPOTENCY_KEYS)
 
     def _done(
         self, saga: Saga, state: RetentionInput, rules: RetentionRules, message: str
@@ -139,14 +136,12 @@ class RetentionWorkflow(SagaWorkflow):
     ) -> None:
         saga.phase("archiving" if not state.dry_run else "evaluating (dry run)")
         if not state.dry_run:
-            saga.push("restore_archived", op)
+            saga.push(steps.RESTORE_ARCHIVED, op)
         totals = state.totals
         pages = 0
         while True:
             self._maybe_continue(state, pages)
-            page = await saga.step(
-                "evaluate_page", self._page(op, state, rules, now), EvaluateResult
-            )
+            page = await saga.step(steps.EVALUATE_PAGE, self._page(op, state, rules, now))
             if page.processed == 0:
                 return
             totals.processed += page.processed
@@ -162,7 +157,7 @@ class RetentionWorkflow(SagaWorkflow):
                 totals.offloaded_ids = listed(totals.offloaded_ids, page.offload, state.ids_listed)
             elif page.archive:
                 totals.archived += await saga.step(
-                    "archive_sessions", ArchiveInput(operation_id=op, session_ids=page.archive), int
+                    steps.ARCHIVE_SESSIONS, ArchiveInput(operation_id=op, session_ids=page.archive)
                 )
             state.after_id = page.last_id
             saga.progress.sessions_done = totals.processed
@@ -178,9 +173,7 @@ class RetentionWorkflow(SagaWorkflow):
         pages = 0
         while True:
             self._maybe_continue(state, pages)
-            page = await saga.final_step(
-                "evaluate_page", self._page(op, state, rules, now), EvaluateResult
-            )
+            page = await saga.final_step(steps.EVALUATE_PAGE, self._page(op, state, rules, now))
             if page.processed == 0:
                 return
             totals.skipped_locked += len(page.locked_delete)
@@ -221,7 +214,7 @@ class RetentionWorkflow(SagaWorkflow):
         as a whole fails each of its sessions."""
         task = asyncio.ensure_future(
             workflow.execute_child_workflow(
-                "DeleteWorkflow",
+                registry.DELETE.name,
                 DeleteInput(session_ids=session_ids, options=state.options),
                 # unique within the operation: a session is in one page, of one phase
                 id=f"{op}-delete-{session_ids[0].replace('-', '')}",
@@ -292,15 +285,15 @@ class RetentionWorkflow(SagaWorkflow):
     async def _offload_one(self, op: str, state: RetentionInput, session_id: str) -> str:
         task = asyncio.ensure_future(
             workflow.execute_child_workflow(
-                "OffloadWorkflow",
+                registry.OFFLOAD.name,
                 OffloadInput(session_id=session_id, options=state.options),
                 # an offload's id starts with "offload-": its hold lets stats writes through
                 id=f"offload-{session_id.replace('-', '')}-{op}",
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 search_attributes=TypedSearchAttributes(
                     [
-                        SearchAttributePair(_SESSION_IDS, [session_id]),
-                        SearchAttributePair(_KIND, "offload"),
+                        SearchAttributePair(registry.SESSION_IDS, [session_id]),
+                        SearchAttributePair(registry.OPERATION_KIND, registry.OFFLOAD.kind.value),
                     ]
                 ),
                 memo={

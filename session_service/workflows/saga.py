@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast, overload
 
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
 )
@@ -28,7 +27,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import TypeAdapter
 
-    from session_service.metrics import OPERATION_DURATION, OPERATIONS_FINISHED
+    from session_service.domain.naming import collection_name_for
+    from session_service.obs.names import OPERATION_DURATION, OPERATIONS_FINISHED
     from session_service.operation_types import (
         ERROR_STATUS,
         ErrorType,
@@ -36,15 +36,16 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         StepOptions,
     )
-    from session_service.stores.vector_store import collection_name_for
+    from session_service.temporal import registry
+    from session_service.temporal.steps import Step
 
 T = TypeVar("T")
+In = TypeVar("In")
+R = TypeVar("R")
 
 BUSINESS_ERRORS = [e.value for e in ERROR_STATUS]
 INTERNAL = "Internal"  # the error type of a failure that is nobody's input
 QUICK = timedelta(seconds=60)
-NO_ARG: Any = object()  # for activities that take no argument
-_KIND = SearchAttributeKey.for_keyword("OperationKind")
 # Merges and splits started before cold sessions (API.md G) replay without their reload step.
 COLD_SESSIONS = "cold-sessions"
 
@@ -68,6 +69,10 @@ UNTIL_DONE = RetryPolicy(
 )
 
 
+def _args(step: Step[Any, Any], arg: Any) -> list[Any]:
+    return [] if step.input is None else [arg]
+
+
 def decoded(value: Any, result_type: type[T] | None) -> T:
     """An activity's result as ``result_type``, decoded in workflow code: a malformed
     result then fails the operation (and is compensated) like any error of the workflow,
@@ -78,14 +83,14 @@ def decoded(value: Any, result_type: type[T] | None) -> T:
 
 
 class Saga:
-    """Calls activities by name, keeps the undo stack and the operation's progress, and
-    reports how the operation ended."""
+    """Calls the steps (the typed activity declarations of ``temporal/steps.py``), keeps
+    the undo stack and the operation's progress, and reports how the operation ended."""
 
     def __init__(self, options: StepOptions, kind: str) -> None:
         self.options = options
         self.kind = kind
         self.progress = Progress()
-        self._undo: list[tuple[str, Any]] = []
+        self._undo: list[tuple[Step[Any, Any], Any]] = []
 
     # progress
 
@@ -102,15 +107,24 @@ class Saga:
 
     # steps
 
+    @overload
+    async def step(
+        self, step: Step[None, R], *, long: bool = False, settle_on_cancel: bool = False
+    ) -> R: ...
+
+    @overload
+    async def step(
+        self, step: Step[In, R], arg: In, *, long: bool = False, settle_on_cancel: bool = False
+    ) -> R: ...
+
     async def step(
         self,
-        name: str,
-        arg: Any,
-        result_type: type[T] | None = None,
+        step: Step[Any, Any],
+        arg: Any = None,
         *,
         long: bool = False,
         settle_on_cancel: bool = False,
-    ) -> T:
+    ) -> Any:
         """A forward step with a bounded retry policy and a heartbeat timeout (long steps
         heartbeat their checkpoints; the worker heartbeats for quick ones).
 
@@ -118,8 +132,8 @@ class Saga:
         stopped) before the undos run, so an undo never races the write it undoes (a
         storage mark that commits after its own undo)."""
         result = await workflow.execute_activity(
-            name,
-            args=[] if arg is NO_ARG else [arg],
+            step.name,
+            args=_args(step, arg),
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
@@ -131,15 +145,19 @@ class Saga:
                 else workflow.ActivityCancellationType.TRY_CANCEL
             ),
         )
-        return decoded(result, result_type)
+        return decoded(result, step.result)
 
-    async def final_step(
-        self, name: str, arg: Any, result_type: type[T] | None = None, *, long: bool = False
-    ) -> T:
+    @overload
+    async def final_step(self, step: Step[None, R], *, long: bool = False) -> R: ...
+
+    @overload
+    async def final_step(self, step: Step[In, R], arg: In, *, long: bool = False) -> R: ...
+
+    async def final_step(self, step: Step[Any, Any], arg: Any = None, *, long: bool = False) -> Any:
         """A step past the point of no return: retried until done, deaf to cancellation."""
         handle = workflow.start_activity(
-            name,
-            args=[] if arg is NO_ARG else [arg],
+            step.name,
+            args=_args(step, arg),
             start_to_close_timeout=(
                 timedelta(seconds=self.options.start_to_close_seconds) if long else QUICK
             ),
@@ -148,7 +166,7 @@ class Saga:
         )
         while True:
             try:
-                return decoded(await asyncio.shield(handle), result_type)
+                return decoded(await asyncio.shield(handle), step.result)
             except asyncio.CancelledError:
                 workflow.logger.info("cancel requested past the point of no return; finishing")
 
@@ -161,7 +179,7 @@ class Saga:
         info = workflow.info()
         try:
             await workflow.start_child_workflow(
-                "IndexWorkflow",
+                registry.INDEX.name,
                 IndexInput(
                     collections=[collection_name_for(s) for s in session_ids],
                     session_ids=session_ids,
@@ -170,7 +188,9 @@ class Saga:
                 id=f"index-{info.workflow_id}",
                 task_queue=info.task_queue,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(_KIND, "index")]),
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(registry.OPERATION_KIND, "index")]
+                ),
                 static_summary=f"build the search index of {len(session_ids)} session(s) "
                 f"after {info.workflow_id}",
             )
@@ -179,30 +199,32 @@ class Saga:
 
     # compensation
 
-    def push(self, name: str, arg: Any) -> None:
-        self._undo.append((name, arg))
+    def push(self, step: Step[In, Any], arg: In) -> None:
+        """The undo of the step about to run: ``step`` with ``arg``, run if the operation
+        fails or is cancelled before :meth:`commit`."""
+        self._undo.append((step, arg))
 
-    def pop(self) -> tuple[str, Any]:
+    def pop(self) -> tuple[Step[Any, Any], Any]:
         return self._undo.pop()
 
     def commit(self) -> None:
         """The point of no return: nothing before it will be undone any more."""
         self._undo.clear()
 
-    async def undo_one(self, name: str, arg: Any) -> None:
-        await self.final_step(name, arg, long=True)
+    async def undo_one(self, step: Step[In, Any], arg: In) -> None:
+        await self.final_step(step, arg, long=True)
 
     async def compensate(self, cause: BaseException) -> None:
         self.phase("undoing")
         while self._undo:
-            name, arg = self._undo.pop()
+            step, arg = self._undo.pop()
             try:
-                await self.undo_one(name, arg)
+                await self.undo_one(step, arg)
             except GeneratorExit:  # evicted from the worker's cache: replayed elsewhere
                 raise
             except BaseException as exc:
                 raise ApplicationError(
-                    f"compensation {name} failed after {type(cause).__name__}: {exc}",
+                    f"compensation {step.name} failed after {type(cause).__name__}: {exc}",
                     type="CompensationFailed",
                     non_retryable=True,
                 ) from exc

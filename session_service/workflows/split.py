@@ -5,49 +5,47 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from session_service.domain.naming import collection_name_for
     from session_service.models import Distance, SessionConfiguration
     from session_service.operation_types import (
         CopyIdsInput,
-        CopyIdsResult,
         DiscardInput,
         EnsureLiveInput,
         FinishSplitInput,
         LockInput,
-        LockResult,
         NewSessionInput,
         RemoveInput,
-        RemoveResult,
         SplitInput,
         SplitPartResult,
         SplitResult,
         UnlockInput,
     )
-    from session_service.stores.vector_store import collection_name_for
+    from session_service.temporal import registry, steps
     from session_service.workflows.saga import COLD_SESSIONS, SagaWorkflow
 
 
-@workflow.defn(name="SplitWorkflow")
+@registry.SPLIT.defn
 class SplitWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, inp: SplitInput) -> SplitResult:
         op = workflow.info().workflow_id
-        saga = self.begin(inp.options, "split")
+        saga = self.begin(inp.options, registry.SPLIT.kind)
         try:
             cold = workflow.patched(COLD_SESSIONS)
             if cold:
                 saga.phase("reloading the offloaded source")
                 await saga.step(
-                    "ensure_live",
+                    steps.ENSURE_LIVE,
                     EnsureLiveInput(session_ids=[inp.source_id], options=inp.options),
-                    list[str],
                     long=True,
                 )
             saga.phase("locking the source")
-            saga.push("unlock_sessions", UnlockInput(operation_id=op, session_ids=[inp.source_id]))
+            saga.push(
+                steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[inp.source_id])
+            )
             locked = await saga.step(
-                "lock_sessions",
+                steps.LOCK_SESSIONS,
                 LockInput(operation_id=op, session_ids=[inp.source_id], need_live=cold),
-                LockResult,
             )
             source = locked.sessions[0]
             config = SessionConfiguration(
@@ -60,9 +58,9 @@ class SplitWorkflow(SagaWorkflow):
             for index, part in enumerate(inp.parts):
                 saga.phase(f"copying part {index + 1} of {len(inp.parts)}")
                 undo = DiscardInput(operation_id=op, session_id=part.session_id)
-                saga.push("discard_session", undo)
+                saga.push(steps.DISCARD_SESSION, undo)
                 await saga.step(
-                    "create_session",
+                    steps.CREATE_SESSION,
                     NewSessionInput(
                         operation_id=op,
                         session_id=part.session_id,
@@ -75,14 +73,13 @@ class SplitWorkflow(SagaWorkflow):
                     ),
                 )
                 copied = await saga.step(
-                    "copy_points_by_id",
+                    steps.COPY_POINTS_BY_ID,
                     CopyIdsInput(
                         source=source.collection,
                         target=collection_name_for(part.session_id),
                         ids=part.point_ids,
                         batch_size=inp.options.batch_size,
                     ),
-                    CopyIdsResult,
                     long=True,
                 )
                 requested = len(set(part.point_ids))
@@ -91,7 +88,7 @@ class SplitWorkflow(SagaWorkflow):
                 saga.report()
                 if copied.found == 0:
                     saga.pop()
-                    await saga.undo_one("discard_session", undo)
+                    await saga.undo_one(steps.DISCARD_SESSION, undo)
                     skipped_parts += 1
                     continue
                 parts.append(SplitPartResult(session_id=part.session_id, points=copied.found))
@@ -102,14 +99,13 @@ class SplitWorkflow(SagaWorkflow):
                 saga.commit()  # the irreversible step: from here on, only forward
                 ids = [i for p in inp.parts for i in p.point_ids]
                 gone = await saga.final_step(
-                    "remove_points",
+                    steps.REMOVE_POINTS,
                     RemoveInput(
                         source=source.collection,
                         ids=ids,
                         copied_to=[collection_name_for(p.session_id) for p in parts],
                         batch_size=inp.options.batch_size,
                     ),
-                    RemoveResult,
                     long=True,
                 )
                 removed = gone.removed
@@ -123,9 +119,9 @@ class SplitWorkflow(SagaWorkflow):
                 archive_original=inp.archive_original,
             )
             if inp.remove_points and parts:
-                await saga.final_step("finish_split", finish)
+                await saga.final_step(steps.FINISH_SPLIT, finish)
             else:
-                await saga.step("finish_split", finish)
+                await saga.step(steps.FINISH_SPLIT, finish)
             saga.commit()
             await saga.index_after([p.session_id for p in parts])
             saga.done()
