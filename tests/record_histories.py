@@ -2,7 +2,8 @@
 
 Run on the release whose histories should keep replaying:
 ``RECORD_HISTORIES=<release> .venv/bin/python -m pytest tests/record_histories.py`` writes
-``<kind>@<release>.json`` beside the earlier releases' files (``RECORD_HISTORIES=1``: ``<kind>.json``).
+``<kind>@<release>.json`` beside the earlier releases' files
+(``RECORD_HISTORIES=1``: ``<kind>.json``).
 """
 
 from __future__ import annotations
