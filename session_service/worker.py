@@ -31,8 +31,8 @@ from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import ArtifactStore
-from session_service.stores.operations_store import OperationStore
-from session_service.stores.repository import SessionRepository
+from session_service.stores.database import Postgres
+from session_service.stores.retention_rows import RetentionRows
 from session_service.stores.vector_store import VectorStore
 from session_service.workflows import ALL_WORKFLOWS
 from session_service.workflows.record import OperationRecord
@@ -76,13 +76,13 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return sorted(missing)
 
 
-async def prepare(client: Client, settings: Settings, repo: SessionRepository) -> list[str]:
+async def prepare(client: Client, settings: Settings, policies: RetentionRows) -> list[str]:
     """What a starting worker makes sure of: search attributes and the retention schedule."""
     done = [
         f"search attribute {n}"
         for n in await ensure_search_attributes(client, settings.temporal_namespace)
     ]
-    if await schedule.ensure(client, settings, await repo.get_policy()):
+    if await schedule.ensure(client, settings, await policies.get_policy()):
         done.append(f"schedule {settings.retention_schedule_id}")
     return done
 
@@ -108,7 +108,7 @@ class LogContext(Interceptor):
 
 
 def activities(
-    repo: SessionRepository,
+    pg: Postgres,
     vectors: VectorStore,
     store: ArtifactStore,
     import_limits: Limits = DEFAULT_LIMITS,
@@ -117,15 +117,15 @@ def activities(
     keep_artifact: bool = False,
     idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
 ) -> list[Callable[..., Any]]:
-    transfer = TransferSteps(repo, vectors, store, import_limits)
+    transfer = TransferSteps(pg, vectors, store, import_limits)
     steps: list[Any] = [
         *IndexSteps(vectors, index_min_points).all(),
-        *SessionSteps(repo, vectors, store).all(),
+        *SessionSteps(pg, vectors, store).all(),
         *PointSteps(vectors).all(),
-        *RetentionSteps(repo).all(),
+        *RetentionSteps(pg).all(),
         *transfer.all(),
         *ColdSteps(transfer, keep_artifact=keep_artifact).all(),
-        *RecordSteps(OperationStore(repo.pool), idempotency_ttl).all(),
+        *RecordSteps(pg.operations, idempotency_ttl).all(),
     ]
     return steps
 
@@ -133,7 +133,7 @@ def activities(
 def build_worker(
     client: Client,
     task_queue: str,
-    repo: SessionRepository,
+    pg: Postgres,
     vectors: VectorStore,
     store: ArtifactStore,
     *,
@@ -153,7 +153,7 @@ def build_worker(
     """
     by_name: dict[str, Callable[..., Any]] = {}
     steps = activities(
-        repo,
+        pg,
         vectors,
         store,
         import_limits,
@@ -177,7 +177,7 @@ def build_worker(
 
 async def worker_for(runtime: Runtime) -> Worker:
     """A worker on the runtime's clients, after preparing the cluster for it."""
-    for made in await prepare(runtime.temporal, runtime.settings, runtime.repo):
+    for made in await prepare(runtime.temporal, runtime.settings, runtime.pg.retention):
         log.info("created", what=made)
     return worker_of(runtime)
 
@@ -187,7 +187,7 @@ def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ())
     return build_worker(
         runtime.temporal,
         runtime.settings.temporal_task_queue,
-        runtime.repo,
+        runtime.pg,
         runtime.vectors,
         runtime.artifacts,
         overrides=overrides,
