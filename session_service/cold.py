@@ -35,7 +35,7 @@ def offload_view(s: SessionRecord) -> dict[str, Any]:
 class ColdService:
     def __init__(self, sessions: SessionService, operations: OperationService) -> None:
         self.sessions = sessions
-        self.sessions_rows = sessions.rows
+        self.session_rows = sessions.rows
         self.exports = sessions.pg.exports
         self.keys = sessions.pg.keys
         self.cold = sessions.pg.cold
@@ -122,7 +122,7 @@ class ColdService:
         An offload that still holds the session (it marks the session before it drops the
         collection) is waited for first, within ``budget``; if it is still running then,
         it is the operation the caller gets to follow."""
-        session = await self.sessions_rows.get(session_id)
+        session = await self.session_rows.get(session_id)
         holder = session.locked_by
         if session.storage is Storage.live and holder is None:
             return None
@@ -135,7 +135,7 @@ class ColdService:
                     return started
             except OperationFailed:
                 pass  # undone: the session is live again
-            session = await self.sessions_rows.get(session_id)
+            session = await self.session_rows.get(session_id)
             if session.storage is Storage.live:
                 return None
         return await self._reload(actor, session)

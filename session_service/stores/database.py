@@ -15,7 +15,6 @@ from session_service.stores.finish_rows import FinishRows
 from session_service.stores.idempotency_keys import IdempotencyKeys
 from session_service.stores.lock_rows import LockRows
 from session_service.stores.operations_store import OperationStore
-from session_service.stores.postgres import create_pool
 from session_service.stores.retention_rows import RetentionRows
 from session_service.stores.session_rows import SessionRows
 
@@ -44,13 +43,5 @@ class Postgres:
         self.cold = ColdMarks(self.pool)
         self.operations = OperationStore(self.pool)
 
-    @classmethod
-    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 20) -> Postgres:
-        """A new pool (:func:`create_pool`'s errors) and the repositories over it."""
-        return cls(await create_pool(dsn, min_size, max_size))
-
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
-
-    async def close(self) -> None:
-        await self.pool.close()
