@@ -1,5 +1,5 @@
 """The Postgres side opened once: the pool and a repository per concern over it.
-The runtime (and the tests, and the benchmarks) hold one; services and activities
+The runtime (and so the tests) holds one; services and activities
 take the repositories they use from it."""
 
 from __future__ import annotations
