@@ -29,7 +29,8 @@ import asyncpg
 import psutil
 
 from session_service.models import StatsUpdate
-from session_service.stores.repository import SessionRepository, create_pool
+from session_service.stores.postgres import create_pool
+from session_service.stores.session_rows import SessionRows
 
 Call = Callable[[], Awaitable[bool]]
 
@@ -218,12 +219,12 @@ class _Capture:
 
 async def stats_statement(session_id: str, body: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
     """The UPDATE (and its arguments) that ``PUT /sessions/{id}/stats`` runs for ``body``,
-    taken from ``SessionRepository.increment_stats`` itself so that it cannot drift."""
+    taken from ``SessionRows.increment_stats`` itself so that it cannot drift."""
     update = StatsUpdate.model_validate(body)
     capture = _Capture()
-    repo = SessionRepository(cast(asyncpg.Pool, capture))
+    rows = SessionRows(cast(asyncpg.Pool, capture))
     deltas = update.model_dump(exclude={"metadata"}, exclude_none=True)
-    await repo.increment_stats(session_id, deltas, update.metadata)
+    await rows.increment_stats(session_id, deltas, update.metadata)
     return capture.sql, capture.args
 
 

@@ -46,7 +46,8 @@ from bench.sampling import CpuWindow
 from bench.stack import DevStack, log, machine_facts, snapshot_code, workdir
 from session_service.operation_types import RetentionRules
 from session_service.retention_rules import evaluation
-from session_service.stores.repository import SessionRepository, create_pool
+from session_service.stores.postgres import create_pool
+from session_service.stores.retention_rows import RetentionRows
 
 TARGET_PER_SECOND = 500.0
 PAGE_SIZE = 500  # RetentionInput.page_size's default: what the API's sweeps use
@@ -123,12 +124,12 @@ async def baseline(dsn: str) -> dict[str, Any]:
     """One evaluation pass without Temporal, as a dry run does: the decisions a sweep must
     make, and how fast the same SQL and rules go in one process."""
     pool = await create_pool(dsn, min_size=1, max_size=2)
-    repo, op = SessionRepository(pool), f"bench-baseline-{uuid.uuid4().hex}"
+    retention, op = RetentionRows(pool), f"bench-baseline-{uuid.uuid4().hex}"
     counts = dict.fromkeys(("processed", "archived", "deleted", "locked"), 0)
     now, after, began = datetime.now(UTC), None, time.perf_counter()
     try:
         while True:
-            result = evaluation(await repo.retention_page(op, after, PAGE_SIZE), RULES, now)
+            result = evaluation(await retention.page(op, after, PAGE_SIZE), RULES, now)
             if not result.processed:
                 break
             counts["processed"] += result.processed

@@ -35,7 +35,10 @@ def offload_view(s: SessionRecord) -> dict[str, Any]:
 class ColdService:
     def __init__(self, sessions: SessionService, operations: OperationService) -> None:
         self.sessions = sessions
-        self.repo = sessions.repo
+        self.session_rows = sessions.rows
+        self.exports = sessions.pg.exports
+        self.keys = sessions.pg.keys
+        self.cold = sessions.pg.cold
         self.operations = operations
 
     async def start_offload(self, actor: Actor, session_id: str, key: str | None) -> Started:
@@ -50,7 +53,7 @@ class ColdService:
             raise Locked(session.id, session.locked_by)
         if session.storage is Storage.offloaded:
             raise Conflict(f"session {session.id} is already offloaded")
-        exporting = await self.repo.export_in_flight(session.id)
+        exporting = await self.exports.in_flight(session.id)
         if exporting is not None:
             raise Locked(session.id, exporting)
         return await ops.start_keyed(
@@ -73,15 +76,15 @@ class ColdService:
         scope = actor.key_scope(f"op:{OperationKind.RELOAD.value}")
         digest = request_hash({"session_id": session_id}, actor)
         if key is not None:
-            found = await self.repo.find_idempotency_key(scope, key)
+            found = await self.keys.find(scope, key)
             if found is not None:
-                if found[0] != digest:
+                if found.request_hash != digest:
                     raise Unprocessable(
                         f"Idempotency-Key {key!r} was already used with a different request; "
                         "use a new key for a new request"
                     )
-                handle = self.operations.client.get_workflow_handle(found[1])
-                return Started(found[1], OperationKind.RELOAD, handle)
+                handle = self.operations.client.get_workflow_handle(found.resource_id)
+                return Started(found.resource_id, OperationKind.RELOAD, handle)
         session = await self.sessions.load(actor, session_id, Permission.admin)
         wid = reload_workflow_id(session.id)
         if session.locked_by is not None and session.locked_by != wid:
@@ -89,7 +92,7 @@ class ColdService:
         if session.storage is Storage.live and session.locked_by is None:
             raise Conflict(f"session {session.id} is live; there is nothing to reload")
         if key is not None:
-            await self.repo.claim_key(scope, key, digest, wid)
+            await self.keys.claim(scope, key, digest, wid)
         return await self._reload(actor, session)
 
     async def _reload(self, actor: Actor, session: SessionRecord) -> Started:
@@ -119,7 +122,7 @@ class ColdService:
         An offload that still holds the session (it marks the session before it drops the
         collection) is waited for first, within ``budget``; if it is still running then,
         it is the operation the caller gets to follow."""
-        session = await self.repo.get(session_id)
+        session = await self.session_rows.get(session_id)
         holder = session.locked_by
         if session.storage is Storage.live and holder is None:
             return None
@@ -132,7 +135,7 @@ class ColdService:
                     return started
             except OperationFailed:
                 pass  # undone: the session is live again
-            session = await self.repo.get(session_id)
+            session = await self.session_rows.get(session_id)
             if session.storage is Storage.live:
                 return None
         return await self._reload(actor, session)
@@ -141,5 +144,5 @@ class ColdService:
         self, actor: Actor, limit: int, after_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The offloaded sessions ``actor`` can read (all, for a trusted service)."""
-        rows = await self.repo.offloaded(limit, after_id, visible_to=actor.user_id)
+        rows = await self.cold.offloaded(limit, after_id, visible_to=actor.user_id)
         return [offload_view(s) for s in rows]

@@ -78,7 +78,6 @@ from session_service.stores.operations_store import (
     OperationCursor,
     OperationFilter,
     OperationRow,
-    OperationStore,
 )
 from session_service.temporal import registry
 from session_service.temporal.registry import OPERATION_KIND, OWNER_ID, SESSION_IDS
@@ -184,7 +183,9 @@ class OperationService:
         self.client = client
         self.settings = settings
         self.sessions = sessions
-        self.records = OperationStore(sessions.repo.pool)
+        self.records = sessions.pg.operations
+        self.keys = sessions.pg.keys
+        self.session_rows = sessions.rows
 
     def options(self) -> StepOptions:
         s = self.settings
@@ -278,16 +279,14 @@ class OperationService:
         if key is None:
             return f"{kind.value}-{uuid.uuid4().hex}", None
         digest = request_hash(body, actor)
-        found = await self.sessions.repo.find_idempotency_key(
-            actor.key_scope(f"op:{kind.value}"), key
-        )
+        found = await self.keys.find(actor.key_scope(f"op:{kind.value}"), key)
         if found is not None:
-            if found[0] != digest:
+            if found.request_hash != digest:
                 raise Unprocessable(
                     f"Idempotency-Key {key!r} was already used with a different request; "
                     "use a new key for a new request"
                 )
-            return found[1], digest
+            return found.resource_id, digest
         # users and key-less services keep the ids that keyed operations always had
         who = actor.caller if actor.trusted and actor.credential else actor.user_id
         hashed = hashlib.sha256(f"{who}\0{key}".encode()).hexdigest()[:32]
@@ -304,7 +303,7 @@ class OperationService:
         if key is None or digest is None:
             return workflow_id
         scope = actor.key_scope(f"op:{kind.value}")
-        return await self.sessions.repo.claim_key(scope, key, digest, workflow_id)
+        return await self.keys.claim(scope, key, digest, workflow_id)
 
     async def start_keyed(
         self,
@@ -651,7 +650,7 @@ class OperationService:
         that exists; one naming no existing session, only its starter. Trusted: all."""
         if actor.trusted:
             return True
-        existing = await self.sessions.repo.get_existing(op.session_ids)
+        existing = await self.session_rows.get_existing(op.session_ids)
         if not existing:
             return holders.started_by is not None and holders.started_by == actor.user_id
         return all(rank(s, actor) > 0 for s in existing)
@@ -748,7 +747,7 @@ class OperationService:
                         "may cancel it"
                     )
             else:
-                for session in await self.sessions.repo.get_existing(holders.cancel_ids):
+                for session in await self.session_rows.get_existing(holders.cancel_ids):
                     if rank(session, actor) < PERMISSION_RANK[needed]:
                         raise Forbidden(
                             f"cancelling {operation_id} needs {needed.value!r} permission on "

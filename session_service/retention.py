@@ -13,7 +13,7 @@ from session_service.models import RetentionPolicy
 from session_service.operation_types import OperationKind, RetentionInput, RetentionRules
 from session_service.operations import OperationService, Started
 from session_service.settings import Settings
-from session_service.stores.repository import SessionRepository
+from session_service.stores.retention_rows import RetentionRows
 
 DESCRIPTION = (
     "Active or shared sessions inactive for auto_archive_inactive_days are archived; "
@@ -33,16 +33,16 @@ class RetentionService:
         self,
         client: Client,
         settings: Settings,
-        repo: SessionRepository,
+        policies: RetentionRows,
         operations: OperationService,
     ) -> None:
         self.client = client
         self.settings = settings
-        self.repo = repo
+        self.policies = policies
         self.operations = operations
 
     async def view(self) -> dict[str, Any]:
-        policy = await self.repo.get_policy()
+        policy = await self.policies.get_policy()
         sched = await schedule.describe(self.client, self.settings)
         sched["cron"] = policy.schedule
         return {
@@ -57,7 +57,7 @@ class RetentionService:
                 "the retention policy is platform-wide: only trusted services "
                 "(no X-User-Id) may change it"
             )
-        await self.repo.put_policy(policy)
+        await self.policies.put_policy(policy)
         await schedule.apply(self.client, self.settings, policy)
         return policy
 

@@ -27,7 +27,8 @@ from session_service.sessions import SessionService
 from session_service.settings import Settings
 from session_service.stores import migrate
 from session_service.stores.artifacts import DirectoryStore
-from session_service.stores.repository import SessionRepository, create_pool
+from session_service.stores.database import Postgres
+from session_service.stores.postgres import create_pool
 from session_service.stores.vector_store import VectorStore, open_vector_store
 from session_service.tracing import Tracing
 from session_service.tracing import from_environment as tracing_from_environment
@@ -83,7 +84,7 @@ class Runtime:
     temporal: Client
     sdk_metrics: str | None = None  # where the Temporal SDK serves its metrics
     tracing: Tracing | None = None  # on when an OTLP endpoint is set
-    repo: SessionRepository = field(init=False)
+    pg: Postgres = field(init=False)  # the pool's repositories
     sessions: SessionService = field(init=False)
     operations: OperationService = field(init=False)
     retention: RetentionService = field(init=False)
@@ -93,12 +94,14 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.artifacts = DirectoryStore(self.settings.artifact_dir)
-        self.repo = SessionRepository(self.pool)
-        self.sessions = SessionService(self.repo, self.vectors)
+        self.pg = Postgres(self.pool)
+        self.sessions = SessionService(self.pg, self.vectors)
         self.operations = OperationService(self.temporal, self.settings, self.sessions)
         self.transfers = TransferService(self.sessions, self.operations, self.artifacts)
         self.cold = ColdService(self.sessions, self.operations)
-        self.retention = RetentionService(self.temporal, self.settings, self.repo, self.operations)
+        self.retention = RetentionService(
+            self.temporal, self.settings, self.pg.retention, self.operations
+        )
 
     @classmethod
     async def open(

@@ -1,6 +1,6 @@
 """The quick half of the service: session reads and writes that need no workflow.
 
-Routes stay HTTP-only and call this; this calls the repository (SQL) and the
+Routes stay HTTP-only and call this; this calls the Postgres repositories (SQL) and the
 vector store (Qdrant) and enforces access and the business rules.
 """
 
@@ -40,7 +40,9 @@ from session_service.models import (
     Storage,
 )
 from session_service.point_query import PointQuery, QueryResult
-from session_service.stores.repository import PageCursor, SessionFilter, SessionRepository
+from session_service.stores.database import Postgres
+from session_service.stores.postgres import PageCursor
+from session_service.stores.session_rows import SessionFilter
 from session_service.stores.vector_store import StoredPoint, VectorStore, collection_name_for
 
 
@@ -50,14 +52,18 @@ def request_hash(body: Any, actor: Actor) -> str:
 
 
 class SessionService:
-    def __init__(self, repo: SessionRepository, vectors: VectorStore) -> None:
-        self.repo = repo
+    def __init__(self, pg: Postgres, vectors: VectorStore) -> None:
+        self.pg = pg  # the other services take their repositories from it
+        self.rows = pg.sessions
+        self.collaborators = pg.collaborators
+        self.keys = pg.keys
+        self.locks = pg.locks
         self.vectors = vectors
         # late-bound, so the repository can be swapped or wrapped (fault injection)
-        self._stats = StatsCoalescer(lambda *args: self.repo.increment_stats(*args))
+        self._stats = StatsCoalescer(lambda *args: self.rows.increment_stats(*args))
 
     async def load(self, actor: Actor, session_id: str, needed: Permission) -> SessionRecord:
-        session = await self.repo.get(session_id)
+        session = await self.rows.get(session_id)
         require(session, actor, needed)
         return session
 
@@ -81,9 +87,9 @@ class SessionService:
         collection = collection_name_for(session_id)
         created_collection = False
         try:
-            async with self.repo.pool.acquire() as conn, conn.transaction():
+            async with self.rows.pool.acquire() as conn, conn.transaction():
                 if idempotency_key is not None:
-                    earlier = await self.repo.claim_idempotency_key(
+                    earlier = await self.keys.claim_in(
                         conn,
                         actor.key_scope("create-session"),
                         idempotency_key,
@@ -91,8 +97,8 @@ class SessionService:
                         session_id,
                     )
                     if earlier is not None:
-                        return await self.repo.get(earlier, conn)
-                record = await self.repo.insert(
+                        return await self.rows.get(earlier, conn)
+                record = await self.rows.insert(
                     conn,
                     session_id=session_id,
                     name=body.name,
@@ -125,7 +131,7 @@ class SessionService:
     ) -> tuple[list[SessionRecord], str | None]:
         after = PageCursor.decode(page_token) if page_token else None
         flt = SessionFilter(status=status, owner_id=owner_id, tags=tags, visible_to=actor.user_id)
-        rows = await self.repo.search(flt, limit + 1, after)
+        rows = await self.rows.search(flt, limit + 1, after)
         next_token = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -162,7 +168,7 @@ class SessionService:
                         f"configuration.{key} is fixed when the session's collection is "
                         f"created (it is {now}); create a new session to change it"
                     )
-        return await self.repo.update(
+        return await self.rows.update(
             session_id,
             fields=fields,
             configuration=config,
@@ -172,7 +178,7 @@ class SessionService:
 
     async def set_status(self, actor: Actor, session_id: str, status: SessionStatus) -> None:
         await self.load(actor, session_id, Permission.admin)
-        await self.repo.set_status(session_id, status)
+        await self.rows.set_status(session_id, status)
 
     async def share(
         self,
@@ -187,11 +193,11 @@ class SessionService:
         others = [u for u in user_ids if u != session.owner_id]
         if not others:
             raise Unprocessable("user_ids holds only the owner, who already has every right")
-        return await self.repo.share(session_id, others, permissions)
+        return await self.collaborators.share(session_id, others, permissions)
 
     async def unshare(self, actor: Actor, session_id: str, user_id: str) -> None:
         await self.load(actor, session_id, Permission.admin)
-        await self.repo.unshare(session_id, user_id)
+        await self.collaborators.unshare(session_id, user_id)
 
     # stats and models
 
@@ -206,7 +212,7 @@ class SessionService:
     ) -> None:
         if not actor.trusted:
             await self.load(actor, session_id, Permission.write)
-        await self.repo.record_model_usage(session_id, model_type, model_name)
+        await self.rows.record_model_usage(session_id, model_type, model_name)
 
     async def stats(self, actor: Actor, session_id: str) -> dict[str, Any]:
         session = await self.load(actor, session_id, Permission.read)
@@ -241,7 +247,7 @@ class SessionService:
         ids = list(dict.fromkeys(s.strip() for s in session_ids if s.strip()))
         if len(ids) < 2:
             raise BadRequest("session_ids must name at least two different sessions")
-        sessions = await self.repo.get_many(ids)
+        sessions = await self.rows.get_many(ids)
         for s in sessions:
             require(s, actor, Permission.read)
         llm = [set(s.model_usage_history.llm_models_used) for s in sessions]
@@ -296,12 +302,12 @@ class SessionService:
             for p in points
         ]
         # checked again under the row lock: an offload may have held the session since
-        async with self.repo.points_write(session_id) as conn:
+        async with self.locks.points_write(session_id) as conn:
             await self.vectors.ensure_collection(
                 session.qdrant_collection_name, size, session.configuration.distance.value
             )
             n = await self.vectors.upsert(session.qdrant_collection_name, stored)
-            await self.repo.touch(session_id, conn)
+            await self.rows.touch(session_id, conn)
         return n
 
     async def list_points(
@@ -332,11 +338,11 @@ class SessionService:
         session = await self.load(actor, session_id, Permission.write)
         self._writable(session, joining_reload=True)
         self._live(session)
-        async with self.repo.points_write(session_id) as conn:
+        async with self.locks.points_write(session_id) as conn:
             if await self.vectors.collection_params(session.qdrant_collection_name) is None:
                 return 0
             n = await self.vectors.delete_points(session.qdrant_collection_name, list(ids))
-            await self.repo.touch(session_id, conn)
+            await self.rows.touch(session_id, conn)
         return n
 
     async def query_points(self, actor: Actor, session_id: str, query: PointQuery) -> QueryResult:
@@ -402,7 +408,7 @@ class SessionService:
         """After an empty answer: an offload may have dropped the collection since the
         session was read. Then the request brings the points back like any request for an
         offloaded session (Offloaded: first use), rather than answer "no points"."""
-        await self._readable(await self.repo.get(session_id))
+        await self._readable(await self.rows.get(session_id))
 
     @staticmethod
     def _writable(session: SessionRecord, *, joining_reload: bool = False) -> None:

@@ -28,7 +28,8 @@ from session_service.operation_types import ExportInput, ImportInput, OperationK
 from session_service.operations import OperationService, Started
 from session_service.sessions import SessionService
 from session_service.stores.artifacts import DirectoryStore
-from session_service.stores.repository import PageCursor
+from session_service.stores.export_rows import ExportRow
+from session_service.stores.postgres import PageCursor
 
 SCROLL_BATCH = 1024
 
@@ -37,22 +38,22 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def export_view(row: dict[str, Any]) -> dict[str, Any]:
+def export_view(row: ExportRow) -> dict[str, Any]:
     return {
-        "export_id": row["export_id"],
-        "session_id": row["session_id"],
-        "owner_id": row["owner_id"],
-        "status": row["status"],
-        "size_bytes": row["size_bytes"],
-        "points": row["points"],
-        "sha256": row["sha256"],
-        "operation_id": row["operation_id"],
-        "created_at": row["created_at"].isoformat(),
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        "export_id": row.export_id,
+        "session_id": row.session_id,
+        "owner_id": row.owner_id,
+        "status": row.status,
+        "size_bytes": row.size_bytes,
+        "points": row.points,
+        "sha256": row.sha256,
+        "operation_id": row.operation_id,
+        "created_at": row.created_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "links": {
-            "self": f"/exports/{row['export_id']}",
-            "download": f"/exports/{row['export_id']}/download",
-            "operation": f"/operations/{row['operation_id']}",
+            "self": f"/exports/{row.export_id}",
+            "download": f"/exports/{row.export_id}/download",
+            "operation": f"/operations/{row.operation_id}",
         },
     }
 
@@ -62,7 +63,7 @@ class TransferService:
         self, sessions: SessionService, operations: OperationService, store: DirectoryStore
     ) -> None:
         self.sessions = sessions
-        self.repo = sessions.repo
+        self.exports = sessions.pg.exports
         self.vectors = sessions.vectors
         self.operations = operations
         self.store = store
@@ -145,12 +146,12 @@ class TransferService:
             summary=f"export {session.name!r}",
         )
 
-    async def _visible_export(self, actor: Actor, export_id: str) -> dict[str, Any]:
-        row = await self.repo.export_get(export_id)
-        if actor.trusted or (row["owner_id"] is not None and row["owner_id"] == actor.user_id):
+    async def _visible_export(self, actor: Actor, export_id: str) -> ExportRow:
+        row = await self.exports.get(export_id)
+        if actor.trusted or (row.owner_id is not None and row.owner_id == actor.user_id):
             return row
         try:
-            await self.sessions.load(actor, row["session_id"], Permission.read)
+            await self.sessions.load(actor, row.session_id, Permission.read)
         except (NotFound, Forbidden):
             raise NotFound(f"export {export_id} not found") from None
         return row
@@ -164,35 +165,35 @@ class TransferService:
         """A page of exports, newest first; a user sees only those of sessions they can
         read (so a page may hold fewer than ``limit``)."""
         after = PageCursor.decode(page_token) if page_token else None
-        rows = await self.repo.export_list(session_id, limit + 1, after)
+        rows = await self.exports.page(session_id, limit + 1, after)
         next_token = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_token = PageCursor(rows[-1]["created_at"], rows[-1]["export_id"]).encode()
+            next_token = PageCursor(rows[-1].created_at, rows[-1].export_id).encode()
         out = []
         for row in rows:
             try:
-                await self._visible_export(actor, row["export_id"])
+                await self._visible_export(actor, row.export_id)
             except NotFound:
                 continue
             out.append(export_view(row))
         return out, next_token
 
-    async def download(self, actor: Actor, export_id: str) -> tuple[dict[str, Any], str]:
+    async def download(self, actor: Actor, export_id: str) -> tuple[ExportRow, str]:
         row = await self._visible_export(actor, export_id)
-        if row["status"] != "ready":
+        if row.status != "ready":
             raise Conflict(f"export {export_id} is still being written; wait for its operation")
         return row, str(self.store.path(final_key(export_id)))
 
     async def delete_export(self, actor: Actor, export_id: str) -> None:
         """Deleting needs ``write`` on the session (or being the export's owner)."""
         row = await self._visible_export(actor, export_id)
-        if not actor.trusted and row["owner_id"] != actor.user_id:
-            await self.sessions.load(actor, row["session_id"], Permission.write)
-        if row["status"] != "ready":
+        if not actor.trusted and row.owner_id != actor.user_id:
+            await self.sessions.load(actor, row.session_id, Permission.write)
+        if row.status != "ready":
             raise Conflict(f"export {export_id} is still being written; cancel its operation")
         self.store.delete(final_key(export_id))
-        await self.repo.export_delete(export_id)
+        await self.exports.delete(export_id)
 
     # import
 
@@ -264,7 +265,7 @@ class TransferService:
 
     async def export_artifact(self, actor: Actor, export_id: str) -> str:
         row = await self._visible_export(actor, export_id)
-        if row["status"] != "ready":
+        if row.status != "ready":
             raise Conflict(f"export {export_id} is still being written")
         key = final_key(export_id)
         await self._check_header(key)

@@ -30,8 +30,8 @@ from session_service.heartbeat import AutoHeartbeat
 from session_service.runtime import Runtime
 from session_service.settings import Settings
 from session_service.stores.artifacts import ArtifactStore
-from session_service.stores.operations_store import OperationStore
-from session_service.stores.repository import SessionRepository
+from session_service.stores.database import Postgres
+from session_service.stores.retention_rows import RetentionRows
 from session_service.stores.vector_store import VectorStore
 from session_service.temporal import registry
 from session_service.temporal.steps import declared, implemented_by, step_of
@@ -72,13 +72,13 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return sorted(missing)
 
 
-async def prepare(client: Client, settings: Settings, repo: SessionRepository) -> list[str]:
+async def prepare(client: Client, settings: Settings, policies: RetentionRows) -> list[str]:
     """What a starting worker makes sure of: search attributes and the retention schedule."""
     done = [
         f"search attribute {n}"
         for n in await ensure_search_attributes(client, settings.temporal_namespace)
     ]
-    if await schedule.ensure(client, settings, await repo.get_policy()):
+    if await schedule.ensure(client, settings, await policies.get_policy()):
         done.append(f"schedule {settings.retention_schedule_id}")
     return done
 
@@ -104,7 +104,7 @@ class LogContext(Interceptor):
 
 
 def activities(
-    repo: SessionRepository,
+    pg: Postgres,
     vectors: VectorStore,
     store: ArtifactStore,
     import_limits: Limits = DEFAULT_LIMITS,
@@ -115,15 +115,15 @@ def activities(
 ) -> list[Callable[..., Any]]:
     """Every step's implementation, bound to its clients: the methods of one instance of
     each activity class (``registry.activity_classes()``) that implement a step."""
-    transfer = TransferSteps(repo, vectors, store, import_limits)
+    transfer = TransferSteps(pg, vectors, store, import_limits)
     instances: list[object] = [
         IndexSteps(vectors, index_min_points),
-        SessionSteps(repo, vectors, store),
+        SessionSteps(pg, vectors, store),
         PointSteps(vectors),
-        RetentionSteps(repo),
+        RetentionSteps(pg),
         transfer,
         ColdSteps(transfer, keep_artifact=keep_artifact),
-        RecordSteps(OperationStore(repo.pool), idempotency_ttl),
+        RecordSteps(pg.operations, idempotency_ttl),
     ]
     return [fn for obj in instances for fn in implemented_by(obj)]
 
@@ -155,7 +155,7 @@ def _by_step(
 def build_worker(
     client: Client,
     task_queue: str,
-    repo: SessionRepository,
+    pg: Postgres,
     vectors: VectorStore,
     store: ArtifactStore,
     *,
@@ -175,7 +175,7 @@ def build_worker(
     step report its progress instead of losing it to a cancel and a retry.
     """
     steps = activities(
-        repo,
+        pg,
         vectors,
         store,
         import_limits,
@@ -196,7 +196,7 @@ def build_worker(
 
 async def worker_for(runtime: Runtime) -> Worker:
     """A worker on the runtime's clients, after preparing the cluster for it."""
-    for made in await prepare(runtime.temporal, runtime.settings, runtime.repo):
+    for made in await prepare(runtime.temporal, runtime.settings, runtime.pg.retention):
         log.info("created", what=made)
     return worker_of(runtime)
 
@@ -206,7 +206,7 @@ def worker_of(runtime: Runtime, *, overrides: Sequence[Callable[..., Any]] = ())
     return build_worker(
         runtime.temporal,
         runtime.settings.temporal_task_queue,
-        runtime.repo,
+        runtime.pg,
         runtime.vectors,
         runtime.artifacts,
         overrides=overrides,

@@ -133,7 +133,7 @@ async def worker(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     w = build_worker(
         runtime.temporal,
         settings.temporal_task_queue,
-        runtime.repo,
+        runtime.pg,
         runtime.vectors,
         runtime.artifacts,
     )

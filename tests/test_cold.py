@@ -120,7 +120,7 @@ async def test_offload_then_reload_round_trips_every_point(
     stats = (await client.get(f"/sessions/{sid}/stats")).json()["collection_stats"]
     assert stats["offloaded"] is True and stats["points_count"] == 1500
     assert not await runtime.vectors.exists(name)  # metadata reads never reload
-    record = await runtime.repo.get(sid)
+    record = await runtime.pg.sessions.get(sid)
     assert record.artifact is not None
     artifact = runtime.artifacts.path(record.artifact.key)
     assert artifact.exists() and artifact.stat().st_size == body["size_bytes"]
@@ -237,12 +237,12 @@ async def test_offload_refused_while_held_and_twice(
 ) -> None:
     s = await cold_session(make, 10)
     sid = s["id"]
-    await runtime.repo.lock("merge-someone", [sid])
+    await runtime.pg.locks.lock("merge-someone", [sid])
     try:
         r = await offload(client, sid)
         assert r.status_code == 409 and "merge-someone" in r.json()["detail"]
     finally:
-        await runtime.repo.unlock("merge-someone", [sid])
+        await runtime.pg.locks.unlock("merge-someone", [sid])
     assert (await offload(client, sid)).status_code == 200
     assert (await offload(client, sid)).status_code == 409
     r = await client.post(f"/sessions/{sid}/reload", headers={"Prefer": "wait=60"})
@@ -277,7 +277,7 @@ async def test_a_corrupted_artifact_fails_the_reload_cleanly(
     s = await cold_session(make, 200)
     sid, name = s["id"], s["qdrant_collection_name"]
     assert (await offload(client, sid)).status_code == 200
-    record = await runtime.repo.get(sid)
+    record = await runtime.pg.sessions.get(sid)
     assert record.artifact is not None
     path = runtime.artifacts.path(record.artifact.key)
     lines = gzip.decompress(path.read_bytes()).split(b"\n")
@@ -289,7 +289,7 @@ async def test_a_corrupted_artifact_fails_the_reload_cleanly(
     assert r.status_code == 422, r.text
     assert "SHA-256" in r.json()["detail"]
     assert path.read_bytes() == corrupted  # kept
-    after = await runtime.repo.get(sid)
+    after = await runtime.pg.sessions.get(sid)
     assert after.storage.value == "offloaded" and after.locked_by is None
     assert after.artifact == record.artifact
     assert not await runtime.vectors.exists(name)  # what was recreated is gone again
@@ -307,13 +307,13 @@ async def test_another_valid_artifact_in_its_place_fails_the_reload(
     )
     for s in (a, b):
         assert (await offload(client, s["id"])).status_code == 200
-    ra, rb = await runtime.repo.get(a["id"]), await runtime.repo.get(b["id"])
+    ra, rb = await runtime.pg.sessions.get(a["id"]), await runtime.pg.sessions.get(b["id"])
     assert ra.artifact and rb.artifact and ra.artifact.sha256 != rb.artifact.sha256
     path = runtime.artifacts.path(ra.artifact.key)
     path.write_bytes(runtime.artifacts.path(rb.artifact.key).read_bytes())
     r = await client.get(f"/sessions/{a['id']}/points", headers={"Prefer": "wait=60"})
     assert r.status_code == 422 and "recorded" in r.json()["detail"], r.text
-    after = await runtime.repo.get(a["id"])
+    after = await runtime.pg.sessions.get(a["id"])
     assert after.storage.value == "offloaded" and after.artifact == ra.artifact
     assert not await runtime.vectors.exists(a["qdrant_collection_name"])
 
@@ -334,7 +334,7 @@ async def test_a_failed_offload_leaves_the_session_live(
     async with ops_stack.worker(bad_verify):
         r = await c.post(f"/sessions/{sid}/offload", headers={"Prefer": "wait=60"})
     assert r.status_code == 500, r.text
-    record = await runtime.repo.get(sid)
+    record = await runtime.pg.sessions.get(sid)
     assert record.storage.value == "live" and record.artifact is None and record.locked_by is None
     assert await runtime.vectors.count(name) == 60
     assert set(os.listdir(runtime.artifacts.root)) <= before
@@ -351,7 +351,7 @@ async def test_reads_see_the_points_until_the_drop(ops_stack: OpsStack, runtime:
     @steps.MARK_OFFLOADED.fake
     async def slow_mark(inp: MarkOffloadedInput) -> None:
         a = inp.artifact
-        await runtime.repo.mark_offloaded(
+        await runtime.pg.cold.mark_offloaded(
             inp.operation_id,
             inp.session_id,
             ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
@@ -418,25 +418,25 @@ async def test_retention_offloads_archived_sessions_and_dry_run_lists_them(
     await rstack.runtime.pool.execute(
         "UPDATE sessions SET locked_by = 'merge-x' WHERE id = $1", uuid.UUID(ids["held_40"])
     )
-    repo = rstack.runtime.repo
+    rows = rstack.runtime.pg.sessions
     async with rstack.worker():
         dry = await rstack.client.post("/sessions/cleanup", params={"dry_run": "true"}, json=policy)
         assert dry.status_code == 200, dry.text
         stats = dry.json()["cleanup_stats"]
         assert stats["offloaded_ids"] == [ids["archived_40"]] and stats["offloaded_count"] == 1
-        assert (await repo.get(ids["archived_40"])).storage.value == "live"
+        assert (await rows.get(ids["archived_40"])).storage.value == "live"
 
         r = await rstack.client.post("/sessions/cleanup", json=policy)
         assert r.status_code == 200, r.text
         stats = r.json()["cleanup_stats"]
         assert stats["offloaded_count"] == 1 and stats["deleted_count"] == 1
         assert r.json()["policy_applied"]["offload_archived_after_days"] == 20
-    cold = await repo.get(ids["archived_40"])
+    cold = await rows.get(ids["archived_40"])
     assert cold.storage.value == "offloaded" and cold.artifact is not None
     assert cold.artifact.points == 35 and cold.locked_by is None
     assert not await rstack.runtime.vectors.exists(cold.qdrant_collection_name)
     for name in ("archived_5", "active_40", "held_40"):
-        assert (await repo.get(ids[name])).storage.value == "live", name
+        assert (await rows.get(ids[name])).storage.value == "live", name
     # the operator's listing shows it, with the artifact's size
     bad = await rstack.client.get("/sessions/offloaded", params={"after": "nope"})
     assert bad.status_code == 422
@@ -522,7 +522,7 @@ async def test_offload_honours_idempotency_keys_and_waits_for_exports(
     s = await cold_session(make, 12)
     sid = s["id"]
     # an export still being written holds the collection: no offload under it
-    await runtime.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight")
+    await runtime.pg.exports.create(str(uuid.uuid4()), sid, None, "export-in-flight")
     r = await offload(client, sid)
     assert r.status_code == 409 and "export-in-flight" in r.json()["detail"]
     await runtime.pool.execute(
@@ -593,7 +593,7 @@ async def test_a_cancelled_offload_leaves_the_session_live(
         assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
         done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
     assert done["status"] == "cancelled", done
-    record = await runtime.repo.get(sid)
+    record = await runtime.pg.sessions.get(sid)
     assert record.storage.value == "live" and record.locked_by is None and record.artifact is None
     assert await runtime.vectors.count(name) == 40
     assert set(os.listdir(runtime.artifacts.root)) <= before  # the partial file is gone
@@ -607,7 +607,7 @@ async def test_a_cancelled_reload_leaves_the_session_offloaded(
     sid, name = s["id"], s["qdrant_collection_name"]
     async with ops_stack.worker():
         assert (await offload(c, sid)).status_code == 200
-    offloaded = await runtime.repo.get(sid)
+    offloaded = await runtime.pg.sessions.get(sid)
     assert offloaded.artifact is not None
     started = asyncio.Event()
     async with ops_stack.worker(stuck_import(started)):
@@ -618,7 +618,7 @@ async def test_a_cancelled_reload_leaves_the_session_offloaded(
         assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
         done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
     assert done["status"] == "cancelled", done
-    after = await runtime.repo.get(sid)
+    after = await runtime.pg.sessions.get(sid)
     assert after.storage.value == "offloaded" and after.locked_by is None
     assert after.artifact == offloaded.artifact
     assert runtime.artifacts.path(offloaded.artifact.key).exists()
@@ -647,13 +647,13 @@ async def test_a_cancel_while_a_reload_marks_live_keeps_the_points(
     sid, name = s["id"], s["qdrant_collection_name"]
     async with ops_stack.worker():
         assert (await offload(c, sid)).status_code == 200
-    artifact = (await runtime.repo.get(sid)).artifact
+    artifact = (await runtime.pg.sessions.get(sid)).artifact
     assert artifact is not None
     marked, cancelled = asyncio.Event(), asyncio.Event()
 
     @steps.MARK_LIVE.fake
     async def mark_live(inp: MarkLiveInput) -> None:
-        await runtime.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
+        await runtime.pg.cold.mark_live(inp.operation_id, inp.session_id, release=inp.release)
         if inp.release:  # the mark has committed; its reply is slow (a busy worker)
             marked.set()
             await cancelled.wait()
@@ -671,7 +671,7 @@ async def test_a_cancel_while_a_reload_marks_live_keeps_the_points(
         cancelled.set()
         done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
     assert done["status"] == "succeeded", done  # past the mark, a cancel is too late
-    record = await runtime.repo.get(sid)
+    record = await runtime.pg.sessions.get(sid)
     assert record.storage.value == "live" and record.locked_by is None
     assert await runtime.vectors.count(name) == 40
     assert len(await every_point(c, sid)) == 40
@@ -698,7 +698,7 @@ async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
             return not runtime.artifacts.path(a.key).exists()
 
         await until(undone)  # the undo deleted the artifact (the old code), or 3 s passed
-        await runtime.repo.mark_offloaded(
+        await runtime.pg.cold.mark_offloaded(
             inp.operation_id,
             inp.session_id,
             ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
@@ -711,7 +711,7 @@ async def test_a_cancel_while_an_offload_marks_leaves_one_consistent_state(
         assert (await c.post(f"/operations/{op}/cancel")).status_code == 202
         cancelled.set()
         done = await ops_stack.wait(op, "cancelled", "failed", "succeeded")
-        record = await runtime.repo.get(sid)
+        record = await runtime.pg.sessions.get(sid)
         assert record.locked_by is None
         if record.storage.value == "offloaded":
             assert record.artifact is not None
@@ -750,7 +750,7 @@ async def test_an_acknowledged_write_racing_an_offload_is_kept(ops_stack: OpsSta
     sid = s["id"]
     gate, entered = asyncio.Event(), asyncio.Event()
     rt.sessions.vectors = GatedVectors(rt.vectors, gate, entered)  # type: ignore[assignment]
-    real = ColdSteps(TransferSteps(rt.repo, rt.vectors, rt.artifacts))
+    real = ColdSteps(TransferSteps(rt.pg, rt.vectors, rt.artifacts))
     written, upsert_done = asyncio.Event(), asyncio.Event()
 
     @steps.VERIFY_OFFLOAD.fake
@@ -806,7 +806,7 @@ async def test_a_write_racing_an_offload_never_recreates_the_collection(
         w, r = await up, await off
         assert w.status_code == 200, w.text
         assert r.status_code == 200 and r.json()["points"] == 41, r.text
-        record = await rt.repo.get(sid)
+        record = await rt.pg.sessions.get(sid)
         assert record.storage.value == "offloaded" and not await rt.vectors.exists(name)
         pts = await every_point(c, sid, Prefer="wait=60")
     assert len(pts) == 41 and pts[999][1] == {"new": True}
@@ -820,7 +820,7 @@ async def test_an_offload_without_the_api_refuses_while_an_export_is_written(
     rt = ops_stack.runtime
     s = await cold_session(ops_stack.make, 12)
     sid, name = s["id"], s["qdrant_collection_name"]
-    await rt.repo.export_create(str(uuid.uuid4()), sid, None, "export-in-flight-r2")
+    await rt.pg.exports.create(str(uuid.uuid4()), sid, None, "export-in-flight-r2")
     async with ops_stack.worker():
         h = await rt.temporal.start_workflow(
             registry.OFFLOAD.name,
@@ -833,7 +833,7 @@ async def test_an_offload_without_the_api_refuses_while_an_export_is_written(
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "Locked", cause
     assert "export-in-flight-r2" in cause.message
-    record = await rt.repo.get(sid)
+    record = await rt.pg.sessions.get(sid)
     assert record.storage.value == "live" and record.locked_by is None
     assert await rt.vectors.count(name) == 12
 
@@ -842,10 +842,10 @@ async def test_no_export_starts_while_an_offload_holds_the_session(
     make: Factory, runtime: Runtime
 ) -> None:
     sid = (await make.session())["id"]
-    await runtime.repo.lock("offload-x", [sid])
+    await runtime.pg.locks.lock("offload-x", [sid])
     with pytest.raises(Locked, match="offload-x"):
-        await runtime.repo.export_create(str(uuid.uuid4()), sid, None, "export-late")
-    assert await runtime.repo.export_in_flight(sid) is None
+        await runtime.pg.exports.create(str(uuid.uuid4()), sid, None, "export-late")
+    assert await runtime.pg.exports.in_flight(sid) is None
 
 
 class DroppingVectors:
@@ -870,7 +870,7 @@ async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) 
     rt, c = ops_stack.runtime, ops_stack.client
     s = await cold_session(ops_stack.make, 40)
     sid = s["id"]
-    real = TransferSteps(rt.repo, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
+    real = TransferSteps(rt.pg, DroppingVectors(rt.vectors), rt.artifacts)  # type: ignore[arg-type]
 
     @steps.WRITE_EXPORT.fake
     async def write_export(inp: WriteExportInput) -> Any:
@@ -880,7 +880,7 @@ async def test_an_export_whose_collection_is_dropped_fails(ops_stack: OpsStack) 
         r = await c.post(f"/sessions/{sid}/exports", headers={"Prefer": "wait=60"})
         assert r.status_code == 409, r.text
     assert "dropped" in r.json()["detail"]
-    assert await rt.repo.export_list(sid, 10, None) == []  # undone: no export, ready or not
+    assert await rt.pg.exports.page(sid, 10, None) == []  # undone: no export, ready or not
 
 
 def test_publish_makes_the_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1001,7 +1001,7 @@ async def test_a_read_racing_the_drop_brings_the_points_back(
         r = await pending
     assert r.status_code == 200, r.text
     assert len(r.json()["points"]) == (3 if method == "query" else 40)
-    assert (await rt.repo.get(sid)).storage.value == "live"
+    assert (await rt.pg.sessions.get(sid)).storage.value == "live"
 
 
 async def test_an_export_document_racing_the_drop_brings_the_points_back(

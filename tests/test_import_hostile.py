@@ -48,7 +48,7 @@ class LimitedStack(OpsStack):
 
     def steps(self) -> TransferSteps:
         rt = self.runtime
-        return TransferSteps(rt.repo, rt.vectors, rt.artifacts, fmt.Limits.of(rt.settings))
+        return TransferSteps(rt.pg, rt.vectors, rt.artifacts, fmt.Limits.of(rt.settings))
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ async def test_cancelled_validation_stops_its_thread(runtime: Runtime) -> None:
     key = f"staging-{uuid.uuid4().hex}.ndjson.gz"
     with runtime.artifacts.open_append(key) as out:
         out.write(gzip_stream(iter([header(), *([POINT * 1000] * 2000)])))
-    steps = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
+    steps = TransferSteps(runtime.pg, runtime.vectors, runtime.artifacts)
     env = ActivityEnvironment()
     before = set(threading.enumerate())
 

@@ -167,9 +167,9 @@ async def world(
     wide = (await make.session(owner_id=owner, configuration={"vector_size": 8}))["id"]
     locked = (await make.session(owner_id=owner, configuration={"vector_size": 4}))["id"]
     hold = f"merge-openapi-{uuid.uuid4().hex[:8]}"
-    await runtime.repo.lock(hold, [locked])
+    await runtime.pg.locks.lock(hold, [locked])
     export_id = str(uuid.uuid4())
-    await runtime.repo.export_create(export_id, sid, owner, f"export-{export_id}")
+    await runtime.pg.exports.create(export_id, sid, owner, f"export-{export_id}")
     gone = (await make.session())["id"]
     r = await client.delete(f"/sessions/{gone}", params={"permanent": "true"})
     assert r.status_code == 200, r.text
@@ -187,8 +187,8 @@ async def world(
         client, strict, runtime, owner, reader, sid, wide, locked, export_id, done_op, pending
     )
     await runtime.temporal.get_workflow_handle(pending).terminate("test over")
-    await runtime.repo.unlock(hold, [locked])
-    await runtime.repo.export_delete(export_id)
+    await runtime.pg.locks.unlock(hold, [locked])
+    await runtime.pg.exports.delete(export_id)
 
 
 Call = Callable[[World, dict[str, str]], Awaitable[httpx.Response]]

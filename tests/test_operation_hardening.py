@@ -330,7 +330,7 @@ async def test_a_cancelled_split_unlocks_its_source(ops_stack: OpsStack, runtime
 async def test_create_session_activity_run_twice_makes_one_row_and_one_collection(
     runtime: Runtime,
 ) -> None:
-    steps = SessionSteps(runtime.repo, runtime.vectors)
+    steps = SessionSteps(runtime.pg, runtime.vectors)
     sid = str(uuid.uuid4())
     inp = NewSessionInput(
         operation_id="merge-twice",
@@ -361,11 +361,11 @@ async def test_repository_increments_add_up_across_connections(
     s = await make.session()
     await asyncio.gather(
         *(
-            runtime.repo.increment_stats(
+            runtime.pg.sessions.increment_stats(
                 s["id"], {"urls_processed": 1, "embeddings_created": 2}, None
             )
             for _ in range(200)
         )
     )
-    stats = (await runtime.repo.get(s["id"])).processing_stats
+    stats = (await runtime.pg.sessions.get(s["id"])).processing_stats
     assert (stats.urls_processed, stats.embeddings_created) == (200, 400)

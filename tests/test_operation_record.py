@@ -23,7 +23,7 @@ from tests.test_operations import seeded
 
 
 def store(runtime: Runtime) -> OperationStore:
-    return OperationStore(runtime.repo.pool)
+    return OperationStore(runtime.pg.pool)
 
 
 def failing_lock() -> Any:
@@ -99,7 +99,7 @@ async def fake_rows(runtime: Runtime, n: int, kind: str, session_id: str) -> lis
             cancel_ids=[session_id],
             summary="fake",
         )
-        await runtime.repo.pool.execute(
+        await runtime.pg.pool.execute(
             "UPDATE operations SET status = 'succeeded', finished_at = now() WHERE id = $1", oid
         )
         ids.append(oid)
@@ -204,7 +204,7 @@ async def test_idempotency_keys_older_than_the_ttl_are_swept(runtime: Runtime) -
 
     from session_service.activities.record import RecordSteps
 
-    pool = runtime.repo.pool
+    pool = runtime.pg.pool
     old, fresh = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
     for key, age in ((old, timedelta(hours=25)), (fresh, timedelta(hours=1))):
         await pool.execute(
@@ -225,7 +225,7 @@ async def test_the_scheduled_sweep_runs_the_key_sweep(
     """A scheduled retention run (rules read from the policy) sweeps the keys first."""
     from session_service.operation_types import RetentionInput
 
-    pool = runtime.repo.pool
+    pool = runtime.pg.pool
     old = f"old-{uuid.uuid4().hex}"
     await pool.execute(
         """INSERT INTO idempotency_keys (scope, key, request_hash, resource_id, created_at)

@@ -328,7 +328,7 @@ async def test_killed_worker_resumes_from_checkpoint_exactly(
 
 def slow_lock(runtime: Runtime, delay: float, calls: list[int]) -> Any:
     """The quick lock step, slowed down past the heartbeat timeout (a slow database)."""
-    real = SessionSteps(runtime.repo, runtime.vectors)
+    real = SessionSteps(runtime.pg, runtime.vectors)
 
     @steps.LOCK_SESSIONS.fake
     async def lock_sessions(inp: LockInput) -> LockResult:

@@ -261,7 +261,7 @@ async def test_a_failing_delete_does_not_lose_the_others(
 
 
 def refusing_hold(victim: str, rt: Runtime) -> Any:
-    real = SessionSteps(rt.repo, rt.vectors)
+    real = SessionSteps(rt.pg, rt.vectors)
 
     @steps.HOLD_FOR_DELETE.fake
     async def hold_for_delete(inp: HoldInput) -> HoldResult:
@@ -295,7 +295,7 @@ async def test_a_failing_batch_fails_its_own_sessions_only(rstack: RetentionStac
 def racing_hold(victim: str, rt: Runtime, change: str = "locked_by = 'merge-race'") -> Any:
     """``victim`` changes (by default: another operation takes it) between the sweep's
     evaluation and its hold."""
-    real = SessionSteps(rt.repo, rt.vectors)
+    real = SessionSteps(rt.pg, rt.vectors)
 
     @steps.HOLD_FOR_DELETE.fake
     async def hold_for_delete(inp: HoldInput) -> HoldResult:
@@ -381,7 +381,7 @@ async def test_batch_delete_steps_are_retry_safe(
     retried drop resumes after the sessions its last heartbeat covered."""
     rt = rstack.runtime
     ids = [await rstack.session(status="archived", updated_days=120) for _ in range(3)]
-    steps, points = SessionSteps(rt.repo, rt.vectors), PointSteps(rt.vectors)
+    steps, points = SessionSteps(rt.pg, rt.vectors), PointSteps(rt.vectors)
     env = ActivityEnvironment()
     hold = HoldInput(operation_id="delete-test", session_ids=ids)
     first = await env.run(steps.hold_for_delete, hold)
@@ -468,10 +468,10 @@ async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> Non
 
 async def test_schedule_created_once_updated_paused_and_triggered(rstack: RetentionStack) -> None:
     rt = rstack.runtime
-    assert await prepare(rt.temporal, rt.settings, rt.repo) == [
+    assert await prepare(rt.temporal, rt.settings, rt.pg.retention) == [
         f"schedule {rt.settings.retention_schedule_id}"
     ]
-    assert await prepare(rt.temporal, rt.settings, rt.repo) == []
+    assert await prepare(rt.temporal, rt.settings, rt.pg.retention) == []
     handle = rt.temporal.get_schedule_handle(rt.settings.retention_schedule_id)
     view = (await rstack.client.get("/sessions/retention-policy")).json()
     assert view["schedule"]["exists"] and view["schedule"]["paused"] is False
@@ -511,7 +511,7 @@ async def test_days_pass_inside_time_skipping_server(rstack: RetentionStack) -> 
     )
     try:
         client: Client = env.client
-        worker = build_worker(client, "skip", rt.repo, rt.vectors, rt.artifacts)
+        worker = build_worker(client, "skip", rt.pg, rt.vectors, rt.artifacts)
         async with worker:
             await env.sleep(timedelta(days=31))
             result = await client.execute_workflow(

@@ -236,7 +236,7 @@ async def test_one_oversized_metadata_in_a_burst_fails_only_its_caller(
     """A slow database makes the burst coalesce; the merged metadata then breaks the
     96 KiB row limit because of one caller, and only that caller gets the 422."""
     s = await make.session(metadata={"bulk": "x" * 60_000})
-    real = runtime.repo.increment_stats
+    real = runtime.pg.sessions.increment_stats
     updates: list[int] = []
 
     async def slow(*args: Any) -> None:
@@ -244,7 +244,7 @@ async def test_one_oversized_metadata_in_a_burst_fails_only_its_caller(
         await asyncio.sleep(0.05)
         await real(*args)
 
-    monkeypatch.setattr(runtime.repo, "increment_stats", slow)
+    monkeypatch.setattr(runtime.pg.sessions, "increment_stats", slow)
     small = [
         client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1, "metadata": {"k": i}})
         for i in range(40)
@@ -393,7 +393,7 @@ async def test_stats_callers_get_503_not_a_hang_when_the_update_is_cancelled(
         started.set()
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(runtime.repo, "increment_stats", hang)
+    monkeypatch.setattr(runtime.pg.sessions, "increment_stats", hang)
     calls = [
         asyncio.create_task(client.put(f"/sessions/{s['id']}/stats", json={"urls_processed": 1}))
         for _ in range(5)

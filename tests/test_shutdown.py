@@ -109,7 +109,7 @@ def worker_on(stack: OpsStack, vectors: Any, grace: float, client: Client | None
     return build_worker(
         client or rt.temporal,
         rt.settings.temporal_task_queue,
-        rt.repo,
+        rt.pg,
         vectors,
         rt.artifacts,
         shutdown_grace=timedelta(seconds=grace),

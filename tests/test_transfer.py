@@ -252,7 +252,7 @@ async def test_bad_inline_documents(client: httpx.AsyncClient) -> None:
 
 
 def failing_import(rt: Runtime, after_batches: int) -> Any:
-    real = TransferSteps(rt.repo, rt.vectors, rt.artifacts)
+    real = TransferSteps(rt.pg, rt.vectors, rt.artifacts)
 
     @steps.IMPORT_POINTS.fake
     async def import_points(inp: ImportPointsInput) -> int:
@@ -304,7 +304,7 @@ async def test_validation_longer_than_the_heartbeat_timeout_succeeds(
 
 
 def stalling_import(rt: Runtime, stalled: asyncio.Event, seen: list[int]) -> Any:
-    real = TransferSteps(rt.repo, rt.vectors, rt.artifacts)
+    real = TransferSteps(rt.pg, rt.vectors, rt.artifacts)
 
     @steps.IMPORT_POINTS.fake
     async def import_points(inp: ImportPointsInput) -> int:
@@ -367,14 +367,14 @@ class FreezingVectors:
 
 
 def stalling_export(rt: Runtime, stalled: asyncio.Event) -> Any:
-    frozen = TransferSteps(rt.repo, FreezingVectors(rt.vectors, 3, stalled), rt.artifacts)  # type: ignore[arg-type]
+    frozen = TransferSteps(rt.pg, FreezingVectors(rt.vectors, 3, stalled), rt.artifacts)  # type: ignore[arg-type]
     return frozen.write_export
 
 
 async def test_failing_export_leaves_no_artifact(ops_stack: OpsStack, runtime: Runtime) -> None:
     c, make = ops_stack.client, ops_stack.make
     s = await seeded(make, list(range(30)), tag="x")
-    real = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
+    real = TransferSteps(runtime.pg, runtime.vectors, runtime.artifacts)
 
     @steps.WRITE_EXPORT.fake
     async def write_export(inp: WriteExportInput) -> ExportResult:
@@ -413,7 +413,7 @@ async def test_export_resumes_from_checkpoint(
     if file_lost_its_tail:
         for name in part:
             os.truncate(runtime.artifacts.root / name, 10)
-    real = TransferSteps(runtime.repo, runtime.vectors, runtime.artifacts)
+    real = TransferSteps(runtime.pg, runtime.vectors, runtime.artifacts)
     resumed_at: list[Any] = []
 
     @steps.WRITE_EXPORT.fake

@@ -47,7 +47,9 @@ MISMATCH = "ArtifactMismatch"  # a read-back that disagrees: the offload fails a
 class ColdSteps:
     def __init__(self, transfer: TransferSteps, *, keep_artifact: bool = False) -> None:
         self.transfer = transfer
-        self.repo = transfer.repo
+        self.rows = transfer.rows
+        self.locks = transfer.locks
+        self.cold = transfer.cold
         self.vectors = transfer.vectors
         self.store = transfer.store
         self.keep_artifact = keep_artifact
@@ -57,7 +59,7 @@ class ColdSteps:
         """Hold the one session (409 when another operation does) and say where its points
         are; a repeat by the same operation is a no-op."""
         with business_errors():
-            [record] = await self.repo.lock(
+            [record] = await self.locks.lock(
                 inp.operation_id,
                 inp.session_ids,
                 allow_deleted=inp.allow_deleted,
@@ -82,7 +84,7 @@ class ColdSteps:
         final = inp.artifact_key
         if self.store.size(final) is None:
             with business_errors():
-                session = (await self.repo.get(inp.session_id)).public()
+                session = (await self.rows.get(inp.session_id)).public()
             size, points, sha, _ = await self.transfer.write_artifact(
                 part_key(final), session, inp.batch_size
             )
@@ -137,7 +139,7 @@ class ColdSteps:
     @implements(steps.MARK_OFFLOADED)
     async def mark_offloaded(self, inp: MarkOffloadedInput) -> None:
         a = inp.artifact
-        await self.repo.mark_offloaded(
+        await self.cold.mark_offloaded(
             inp.operation_id,
             inp.session_id,
             ArtifactRef(key=a.key, points=a.points, sha256=a.sha256, size_bytes=a.size_bytes),
@@ -145,7 +147,7 @@ class ColdSteps:
 
     @implements(steps.MARK_LIVE)
     async def mark_live(self, inp: MarkLiveInput) -> None:
-        await self.repo.mark_live(inp.operation_id, inp.session_id, release=inp.release)
+        await self.cold.mark_live(inp.operation_id, inp.session_id, release=inp.release)
 
     @implements(steps.CREATE_COLLECTION)
     async def create_collection(self, inp: OffloadLockResult) -> None:
@@ -169,7 +171,7 @@ class ColdSteps:
         merge or a split): start, or join, each one's reload and wait for it. Returns the
         ids that were reloaded. A reload's failure fails this step with its error type."""
         reloaded = []
-        for record in await self.repo.get_existing(inp.session_ids):
+        for record in await self.rows.get_existing(inp.session_ids):
             if record.storage is not Storage.offloaded:
                 continue
             await self._reload(record.id, record.owner_id, inp)

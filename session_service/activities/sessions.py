@@ -20,7 +20,7 @@ from session_service.operation_types import (
     UnlockInput,
 )
 from session_service.stores.artifacts import ArtifactStore
-from session_service.stores.repository import SessionRepository
+from session_service.stores.database import Postgres
 from session_service.stores.vector_store import VectorStore, collection_name_for
 from session_service.temporal import steps
 from session_service.temporal.steps import implements
@@ -28,16 +28,19 @@ from session_service.temporal.steps import implements
 
 class SessionSteps:
     def __init__(
-        self, repo: SessionRepository, vectors: VectorStore, store: ArtifactStore | None = None
+        self, pg: Postgres, vectors: VectorStore, store: ArtifactStore | None = None
     ) -> None:
-        self.repo = repo
+        self.rows = pg.sessions
+        self.locks = pg.locks
+        self.finishes = pg.finishes
+        self.cold = pg.cold
         self.vectors = vectors
         self.store = store  # where offloaded sessions' artifacts are (section G)
 
     @implements(steps.LOCK_SESSIONS)
     async def lock_sessions(self, inp: LockInput) -> LockResult:
         with business_errors():
-            records = await self.repo.lock(
+            records = await self.locks.lock(
                 inp.operation_id,
                 inp.session_ids,
                 same_vectors=inp.same_vectors,
@@ -60,13 +63,13 @@ class SessionSteps:
 
     @implements(steps.UNLOCK_SESSIONS)
     async def unlock_sessions(self, inp: UnlockInput) -> None:
-        await self.repo.unlock(inp.operation_id, inp.session_ids)
+        await self.locks.unlock(inp.operation_id, inp.session_ids)
 
     @implements(steps.CREATE_SESSION)
     async def create_session(self, inp: NewSessionInput) -> None:
         """Row (held by the operation) and collection; both "create if missing"."""
-        async with self.repo.pool.acquire() as conn:
-            await self.repo.insert(
+        async with self.rows.pool.acquire() as conn:
+            await self.rows.insert(
                 conn,
                 session_id=inp.session_id,
                 name=inp.name,
@@ -88,11 +91,11 @@ class SessionSteps:
     async def discard_session(self, inp: DiscardInput) -> None:
         """Undo of create_session: collection and row gone, if present and still ours."""
         await self.vectors.drop_collection(collection_name_for(inp.session_id))
-        await self.repo.delete_held(inp.operation_id, inp.session_id)
+        await self.locks.delete_held(inp.operation_id, inp.session_id)
 
     @implements(steps.FINISH_MERGE)
     async def finish_merge(self, inp: FinishMergeInput) -> SessionModel:
-        record = await self.repo.finish_merge(
+        record = await self.finishes.finish_merge(
             inp.operation_id,
             inp.target_id,
             inp.source_ids,
@@ -105,7 +108,7 @@ class SessionSteps:
 
     @implements(steps.FINISH_SPLIT)
     async def finish_split(self, inp: FinishSplitInput) -> None:
-        await self.repo.finish_split(
+        await self.finishes.finish_split(
             inp.operation_id,
             inp.source_id,
             [(p.session_id, p.points) for p in inp.parts],
@@ -116,27 +119,27 @@ class SessionSteps:
     @implements(steps.DELETE_SESSION_ROW)
     async def delete_session_row(self, inp: DeleteRowInput) -> None:
         await self._drop_artifacts(inp.operation_id, [inp.session_id])
-        await self.repo.delete_held(inp.operation_id, inp.session_id)
+        await self.locks.delete_held(inp.operation_id, inp.session_id)
 
     async def _drop_artifacts(self, operation_id: str, session_ids: list[str]) -> None:
         """An offloaded session's points are in its artifact: it goes before the row that
         names it (a retry after the row is gone finds nothing left to delete)."""
         if self.store is None:
             return
-        for key in await self.repo.held_artifacts(operation_id, session_ids):
+        for key in await self.cold.held_artifacts(operation_id, session_ids):
             self.store.delete(key)
 
     @implements(steps.HOLD_FOR_DELETE)
     async def hold_for_delete(self, inp: HoldInput) -> HoldResult:
         """A batch delete holds what it can: a session held elsewhere is left to its holder."""
-        held, others, missing = await self.repo.hold_unheld(inp.operation_id, inp.session_ids)
+        hold = await self.locks.hold_unheld(inp.operation_id, inp.session_ids)
         return HoldResult(
-            sessions=[HeldSession(id=sid, collection=name) for sid, name in held],
-            held_by_others=others,
-            missing=missing,
+            sessions=[HeldSession(id=sid, collection=name) for sid, name in hold.held],
+            held_by_others=hold.held_by_others,
+            missing=hold.missing,
         )
 
     @implements(steps.DELETE_SESSION_ROWS)
     async def delete_session_rows(self, inp: DeleteRowsInput) -> None:
         await self._drop_artifacts(inp.operation_id, inp.delete_ids)
-        await self.repo.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)
+        await self.locks.delete_held_many(inp.operation_id, inp.delete_ids, inp.release_ids)

@@ -35,7 +35,7 @@ from session_service.operation_types import (
     WriteExportInput,
 )
 from session_service.stores.artifacts import ArtifactStore
-from session_service.stores.repository import SessionRepository
+from session_service.stores.database import Postgres
 from session_service.stores.vector_store import PointRows, PointTuple, VectorStore
 from session_service.temporal import steps
 from session_service.temporal.steps import implements
@@ -147,12 +147,17 @@ def _rehash(store: ArtifactStore, key: str, upto: int) -> tuple[Any, Any]:
 class TransferSteps:
     def __init__(
         self,
-        repo: SessionRepository,
+        pg: Postgres,
         vectors: VectorStore,
         store: ArtifactStore,
         limits: fmt.Limits = fmt.DEFAULT_LIMITS,
     ) -> None:
-        self.repo = repo
+        self.rows = pg.sessions
+        self.exports = pg.exports
+        self.finishes = pg.finishes
+        # for ColdSteps, which works through this
+        self.locks = pg.locks
+        self.cold = pg.cold
         self.vectors = vectors
         self.store = store
         self.limits = limits
@@ -162,15 +167,13 @@ class TransferSteps:
     @implements(steps.CREATE_EXPORT_RECORD)
     async def create_export_record(self, inp: ExportRecordInput) -> None:
         with business_errors():  # 409 while an offload holds the session
-            await self.repo.export_create(
-                inp.export_id, inp.session_id, inp.owner_id, inp.operation_id
-            )
+            await self.exports.create(inp.export_id, inp.session_id, inp.owner_id, inp.operation_id)
 
     @implements(steps.DISCARD_EXPORT)
     async def discard_export(self, export_id: str) -> None:
         self.store.delete(writing_key(export_id))
         self.store.delete(final_key(export_id))
-        await self.repo.export_delete(export_id)
+        await self.exports.delete(export_id)
 
     @implements(steps.WRITE_EXPORT)
     async def write_export(self, inp: WriteExportInput) -> ExportResult:
@@ -186,13 +189,13 @@ class TransferSteps:
         if done is not None:
             return done
         with business_errors():
-            record = await self.repo.get(inp.session_id)
+            record = await self.rows.get(inp.session_id)
             if record.storage is Storage.offloaded:  # offloaded since the export was asked
                 raise Offloaded(record.id)
             session = record.public()
         key = writing_key(inp.export_id)
         size, points, sha, file_sha = await self.write_artifact(key, session, inp.batch_size)
-        await self.repo.export_ready(
+        await self.exports.ready(
             inp.export_id,
             size_bytes=size,
             points=points,
@@ -294,16 +297,16 @@ class TransferSteps:
         return checkpoint
 
     async def _finished(self, export_id: str) -> ExportResult | None:
-        row = await self.repo.export_get(export_id)
-        if row["status"] != "ready":
+        row = await self.exports.get(export_id)
+        if row.status != "ready":
             return None
         if self.store.size(final_key(export_id)) is None:
             await in_thread(self.store.publish, writing_key(export_id), final_key(export_id))
         return ExportResult(
             export_id=export_id,
-            size_bytes=row["size_bytes"],
-            points=row["points"],
-            sha256=row["sha256"],
+            size_bytes=row.size_bytes,
+            points=row.points,
+            sha256=row.sha256,
         )
 
     # import
@@ -405,7 +408,7 @@ class TransferSteps:
 
     @implements(steps.FINISH_IMPORT)
     async def finish_import(self, inp: FinishImportInput) -> SessionModel:
-        record = await self.repo.finish_import(
+        record = await self.finishes.finish_import(
             inp.operation_id, inp.session_id, inp.processing_stats, inp.model_usage
         )
         return record.public()

@@ -1,1 +1,2 @@
-"""The only places that speak SQL (repository, migrations) and qdrant-client (vector store)."""
+"""The only places that speak SQL (the Postgres repositories, migrations) and
+qdrant-client (vector store)."""

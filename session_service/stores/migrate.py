@@ -7,7 +7,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from session_service.stores.repository import Conn
+    from session_service.stores.postgres import Conn
 
 log = logging.getLogger(__name__)
 

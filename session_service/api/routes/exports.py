@@ -95,15 +95,16 @@ async def get_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor) -
 async def download_export(export_id: str, runtime: RuntimeDep, actor: CurrentActor) -> FileResponse:
     """The artifact (gzip'd NDJSON), with its length and checksums in the headers."""
     row, path = await runtime.transfers.download(actor, export_id)
-    file_digest = base64.b64encode(bytes.fromhex(row["file_sha256"])).decode()
+    assert row.file_sha256 is not None and row.sha256 is not None  # a ready export has both
+    file_digest = base64.b64encode(bytes.fromhex(row.file_sha256)).decode()
     return FileResponse(
         path,
         media_type="application/gzip",
-        filename=f"session-{row['session_id']}-{export_id}.ndjson.gz",
+        filename=f"session-{row.session_id}-{export_id}.ndjson.gz",
         headers={
             "Repr-Digest": f"sha-256=:{file_digest}:",
-            "X-Content-SHA256": row["sha256"],
-            "X-Points": str(row["points"]),
+            "X-Content-SHA256": row.sha256,
+            "X-Points": str(row.points),
         },
     )
 

@@ -55,7 +55,7 @@ async def _check(probe: Awaitable[object]) -> str:
 async def health(runtime: RuntimeDep) -> JSONResponse:
     """200 only when Postgres, Temporal and Qdrant all answer; each is reported."""
     results = await asyncio.gather(
-        _check(runtime.repo.ping()),
+        _check(runtime.pg.ping()),
         _check(runtime.temporal.service_client.check_health()),
         _check(runtime.vectors.ping()),
     )
@@ -109,7 +109,7 @@ async def _workers_polling(runtime: Runtime) -> None:
 
 async def _run_readiness(runtime: Runtime) -> dict[str, str]:
     results = await asyncio.gather(
-        _check(runtime.repo.ping()),
+        _check(runtime.pg.ping()),
         _check(runtime.temporal.service_client.check_health()),
         _check(runtime.vectors.ping()),
         _check(_workers_polling(runtime)),
