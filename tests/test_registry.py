@@ -98,7 +98,7 @@ async def test_the_worker_registers_every_workflow_and_step(runtime: Runtime) ->
     worker = build_worker(
         runtime.temporal,
         f"registry-{uuid.uuid4().hex}",
-        runtime.repo,
+        runtime.pg,
         runtime.vectors,
         runtime.artifacts,
     )
