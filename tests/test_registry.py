@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import typing
 import uuid
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -27,6 +26,7 @@ from session_service.operation_types import (
     UnlockInput,
 )
 from session_service.runtime import Runtime
+from session_service.stores.database import Postgres
 from session_service.temporal import registry, steps
 from session_service.temporal.steps import Step, declared, implemented_by, implements, step_of
 from session_service.worker import _by_step, activities, build_worker
@@ -70,8 +70,8 @@ def run_types(cls: type) -> tuple[Any, Any]:
 def offline_activities() -> list[Any]:
     """What the worker registers, built without a database or an engine (the activity
     classes only keep their clients)."""
-    repo = cast(Any, SimpleNamespace(pool=None))
-    return activities(repo, cast(Any, None), cast(Any, None))
+    pg = Postgres(cast(Any, None))  # repositories over no pool: nothing connects
+    return activities(pg, cast(Any, None), cast(Any, None))
 
 
 # the registry as it is
