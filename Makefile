@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff check session_service tests bench
 	$(BIN)/ruff format --check session_service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # requirements.lock, the production image's dependencies: pyproject's runtime
 # dependencies resolved for the image's Python (3.11 on Linux), exact versions and the

@@ -45,7 +45,7 @@ from qdrant_client import QdrantClient, models
 
 from bench.sampling import CpuWindow, MemorySampler, memory, trim_heap
 from bench.stack import REPO
-from session_service import export_format as fmt
+from session_service.domain import export_format as fmt
 
 CHUNK = 1000  # points per generated block, and per PUT of the API (its limit)
 GZIP_LEVEL = 1  # the service's (activities/transfer.py)

@@ -48,7 +48,7 @@ from bench.stack import (
     workdir,
     workflow_result,
 )
-from session_service import export_format as fmt
+from session_service.domain import export_format as fmt
 
 
 def raw(name: str, engine: str, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from typing import Any, cast
 import asyncpg
 import psutil
 
-from session_service.models import StatsUpdate
+from session_service.domain.models import StatsUpdate
 from session_service.stores.postgres import create_pool
 from session_service.stores.session_rows import SessionRows
 

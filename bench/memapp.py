@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from session_service.models import Message, StatsUpdate
+from session_service.domain.models import Message, StatsUpdate
 
 COUNTERS = ("urls_processed", "content_analyzed", "clusters_generated", "embeddings_created")
 

@@ -44,8 +44,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowFailureError
 from bench import report
 from bench.sampling import CpuWindow
 from bench.stack import DevStack, log, machine_facts, snapshot_code, workdir
-from session_service.operation_types import RetentionRules
-from session_service.retention_rules import evaluation
+from session_service.domain.retention_rules import RetentionRules, evaluation
 from session_service.stores.postgres import create_pool
 from session_service.stores.retention_rows import RetentionRows
 

@@ -230,7 +230,7 @@ class DevStack(Process):
     @property
     def dsn(self) -> str:
         """The embedded Postgres's DSN (the same socket-dir rule as ``dev``)."""
-        from session_service.embedded import EmbeddedPostgres
+        from session_service.cli.embedded_stack import EmbeddedPostgres
 
         pg = EmbeddedPostgres(self.data_dir)
         pg.socket_dir = pg._choose_socket_dir()
@@ -238,7 +238,7 @@ class DevStack(Process):
 
     def start(self) -> float:
         """Start it; the seconds until ``/health`` answers 200."""
-        argv = [sys.executable, "-m", "session_service.cli", "dev", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "session_service.cli.main", "dev", "--port", str(self.port)]
         argv += ["--data-dir", str(self.data_dir), "--temporal-port", str(self.temporal_port)]
         argv += ["--temporal-ui-port", str(free_port())]
         env = child_env({"PYTHONPATH": str(self.code_dir), **self.env})
@@ -414,7 +414,7 @@ async def _start_index(
 ) -> Any:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    from session_service.operation_types import IndexInput, IndexResult
+    from session_service.temporal.contracts import IndexInput, IndexResult
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     return await client.execute_workflow(

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     pg_pool_min: int = 2
     pg_pool_max: int = 20
-    # Securing the Temporal connection (session_service/temporal_connection.py uses them).
+    # Securing the Temporal connection (session_service/temporal/connection.py uses them).
     temporal_tls: bool | None = Field(
         default=None,
         description="TLS to Temporal; unset: on when any TLS material or TEMPORAL_API_KEY is set",

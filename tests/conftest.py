@@ -17,8 +17,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from session_service.api.app import create_app
-from session_service.embedded import EmbeddedPostgres, EmbeddedTemporal
-from session_service.runtime import Runtime
+from session_service.cli.embedded_stack import EmbeddedPostgres, EmbeddedTemporal
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
 from session_service.temporal import registry
 
@@ -28,7 +28,7 @@ SEARCH_ATTRIBUTES = list(registry.SEARCH_ATTRIBUTES)
 @pytest.fixture(scope="session", autouse=True)
 def configured_logs() -> None:
     """Logs as the service writes them (through structlog), readable in failures."""
-    from session_service import logs
+    from session_service.obs import logs
 
     logs.configure(json_logs=False)
 
@@ -128,7 +128,7 @@ def make(client: httpx.AsyncClient) -> Factory:
 
 @pytest.fixture(scope="session")
 async def worker(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    from session_service.worker import build_worker
+    from session_service.temporal.worker import build_worker
 
     w = build_worker(
         runtime.temporal,
@@ -150,7 +150,7 @@ class OpsStack:
         self.make = Factory(client)
 
     def worker(self, *overrides: Any) -> Any:
-        from session_service.worker import worker_of
+        from session_service.temporal.worker import worker_of
 
         return worker_of(self.runtime, overrides=overrides)
 

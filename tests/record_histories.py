@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import failing_copy, failing_copy_ids, seeded
 from tests.test_retention import POLICY, RetentionStack, rstack  # noqa: F401

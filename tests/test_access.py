@@ -11,10 +11,10 @@ import pytest
 from temporalio import activity
 
 from session_service.api.app import create_app
-from session_service.operation_types import LockInput, LockResult
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
 from session_service.temporal import steps
+from session_service.temporal.contracts import LockInput, LockResult
 from tests.conftest import Factory, OpsStack
 
 # (action, method, path, body, least permission needed)

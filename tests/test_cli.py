@@ -24,10 +24,10 @@ import httpx
 import pytest
 import typer
 
+from session_service.cli.embedded_stack import free_port
+from session_service.cli.operator import Rate, app
 from session_service.client import SyncSessionClient
-from session_service.embedded import free_port
-from session_service.models import Operation, SessionCreate
-from session_service.operator_cli import Rate, app
+from session_service.domain.models import Operation, SessionCreate
 from tests.test_dev_stack import DevStack
 
 OPERATION_KEYS = set(Operation.model_fields)
@@ -45,7 +45,7 @@ PROBLEM_KEYS = {"type", "title", "detail"}
 def run(*args: str, url: str | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
     extra = ["--url", url] if url else []
     return subprocess.run(
-        [sys.executable, "-m", "session_service.cli", *args, *extra],
+        [sys.executable, "-m", "session_service.cli.main", *args, *extra],
         capture_output=True,
         text=True,
         timeout=180,
@@ -126,7 +126,7 @@ def test_rate_and_time_left_come_from_the_points_seen() -> None:
 def closed_stdout(*args: str) -> tuple[int, str]:
     """Run with stdout's reader gone, as in ``| head`` once head has its lines."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "session_service.cli", *args],
+        [sys.executable, "-m", "session_service.cli.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -269,7 +269,7 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(stack: DevSta
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "session_service.cli", "sessions", "merge", ids[0], ids[1]]
+        [sys.executable, "-m", "session_service.cli.main", "sessions", "merge", ids[0], ids[1]]
         + ["--keep-sources", "--json", "--url", stack.url],
         stdout=subprocess.PIPE,
         stderr=slave,

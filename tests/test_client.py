@@ -32,7 +32,7 @@ from session_service.client import (
     Unprocessable,
 )
 from session_service.client.errors import retry_after_seconds
-from session_service.models import (
+from session_service.domain.models import (
     MergeRequest,
     RetentionPolicy,
     SessionCreate,

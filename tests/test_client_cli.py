@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from session_service.client import ApiError, SessionClient
-from session_service.models import MergeRequest, SessionCreate, SessionUpdate
+from session_service.domain.models import MergeRequest, SessionCreate, SessionUpdate
 from tests.test_dev_stack import DevStack
 
 
@@ -100,7 +100,7 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
 
 def cli(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "session_service.cli", *args, "--url", stack.url, "--json"],
+        [sys.executable, "-m", "session_service.cli.main", *args, "--url", stack.url, "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -19,12 +19,17 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from session_service.activities.cold import ColdSteps, part_key
-from session_service.activities.transfer import TransferSteps
 from session_service.api.app import create_app
-from session_service.errors import Locked
-from session_service.models import ArtifactRef
-from session_service.operation_types import (
+from session_service.domain.errors import Locked
+from session_service.domain.models import ArtifactRef
+from session_service.services.runtime import Runtime
+from session_service.settings import Settings
+from session_service.stores.artifacts import DirectoryStore
+from session_service.stores.qdrant_server import QdrantServerStore
+from session_service.temporal import registry, steps
+from session_service.temporal.activities.cold_steps import ColdSteps, part_key
+from session_service.temporal.activities.transfer_steps import TransferSteps
+from session_service.temporal.contracts import (
     ArtifactCheck,
     ImportPointsInput,
     MarkLiveInput,
@@ -34,12 +39,7 @@ from session_service.operation_types import (
     WriteExportInput,
     WriteOffloadInput,
 )
-from session_service.runtime import Runtime
-from session_service.settings import Settings
-from session_service.stores.artifacts import DirectoryStore
-from session_service.stores.qdrant_server import QdrantServerStore
-from session_service.temporal import registry, steps
-from session_service.worker import worker_of
+from session_service.temporal.worker import worker_of
 from tests.conftest import Factory, OpsStack
 from tests.test_retention import RetentionStack, rstack  # noqa: F401 - the fixture
 

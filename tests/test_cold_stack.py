@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from session_service import export_format as fmt
+from session_service.domain import export_format as fmt
 from tests.test_dev_stack import DevStack, wait_gone
 from tests.test_edge_stack import all_points
 
@@ -153,7 +153,7 @@ def test_sigkill_mid_reload_leaves_live_or_offloaded_never_neither(stack: DevSta
 
 def cli(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "session_service.cli", *args, "--url", stack.url, "--json"],
+        [sys.executable, "-m", "session_service.cli.main", *args, "--url", stack.url, "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -174,7 +174,15 @@ def test_cli_offloads_lists_and_reloads(stack: DevStack) -> None:
     assert [(r["session_id"], r["points"]) for r in listed] == [(s["id"], 7)]
     assert listed[0]["size_bytes"] == op["result"]["size_bytes"] > 0
     human = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", "sessions", "offloaded", "--url", stack.url],
+        [
+            sys.executable,
+            "-m",
+            "session_service.cli.main",
+            "sessions",
+            "offloaded",
+            "--url",
+            stack.url,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -35,15 +35,15 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from session_service.cli import build_parser
-from session_service.embedded import (
+from session_service.cli.embedded_stack import (
     SEARCH_ATTRIBUTES,
     EmbeddedPostgres,
     EmbeddedTemporal,
     free_port,
     scripts_dir,
 )
-from session_service.operations import OPERATION_KIND, OWNER_ID, SESSION_IDS
+from session_service.cli.main import build_parser
+from session_service.services.operations import OPERATION_KIND, OWNER_ID, SESSION_IDS
 from session_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

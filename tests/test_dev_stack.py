@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from session_service.embedded import free_port
+from session_service.cli.embedded_stack import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ class DevStack:
                 [
                     sys.executable,
                     "-m",
-                    "session_service.cli",
+                    "session_service.cli.main",
                     "dev",
                     "--port",
                     str(self.port),
@@ -228,7 +228,7 @@ def test_a_failed_temporal_start_says_why(tmp_path: Path) -> None:
     tail of a goroutine dump) and where the whole log is."""
     import socket
 
-    from session_service.embedded import EmbeddedTemporal
+    from session_service.cli.embedded_stack import EmbeddedTemporal
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

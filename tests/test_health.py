@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from session_service.api.app import create_app
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
-from session_service.worker import worker_of
+from session_service.temporal.worker import worker_of
 
 
 class Probed:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from session_service.api.prefer import parse_prefer
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from tests.conftest import Factory, OpsStack
 
 

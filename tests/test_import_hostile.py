@@ -20,18 +20,18 @@ import pytest
 from isal import isal_zlib
 from temporalio import activity
 
-from session_service import export_format as fmt
-from session_service.activities import PointSteps, TransferSteps
 from session_service.api.app import create_app
-from session_service.operation_types import (
+from session_service.domain import export_format as fmt
+from session_service.services.runtime import Runtime
+from session_service.settings import Settings
+from session_service.temporal import steps
+from session_service.temporal.activities import PointSteps, TransferSteps
+from session_service.temporal.contracts import (
     CopyInput,
     CopyResult,
     FinishImportInput,
     ImportPointsInput,
 )
-from session_service.runtime import Runtime
-from session_service.settings import Settings
-from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import seeded
 from tests.test_transfer import artifact, staging_files

@@ -25,7 +25,7 @@ async def test_migrate_twice_applies_nothing_more(settings: Settings) -> None:
 def test_migrate_command(settings: Settings) -> None:
     env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
     out = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", "migrate"],
+        [sys.executable, "-m", "session_service.cli.main", "migrate"],
         env=env,
         capture_output=True,
         text=True,

@@ -17,12 +17,12 @@ import httpx
 import pytest
 import yaml
 
-from session_service import logs
 from session_service.api.app import create_app
-from session_service.runtime import Runtime
+from session_service.obs import logs
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
 from session_service.temporal import steps
-from session_service.worker import worker_of
+from session_service.temporal.worker import worker_of
 from tests.conftest import Factory
 from tests.test_dev_stack import DevStack
 from tests.test_operations import seeded

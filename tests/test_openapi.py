@@ -22,7 +22,7 @@ import pytest
 from session_service.api.app import create_app
 from session_service.api.examples import EXAMPLES
 from session_service.api.openapi import PROBLEM_MEDIA_TYPES
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
 from tests import test_bad_input, test_hostile_http
 from tests.conftest import Factory

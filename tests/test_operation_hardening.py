@@ -14,19 +14,19 @@ import pytest
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from session_service.activities import PointSteps, SessionSteps
 from session_service.api.app import create_app
-from session_service.models import SessionConfiguration
-from session_service.operation_types import (
+from session_service.domain.models import SessionConfiguration
+from session_service.services.runtime import Runtime
+from session_service.settings import Settings
+from session_service.stores.vector_store import StoredPoint, collection_name_for
+from session_service.temporal import steps
+from session_service.temporal.activities import PointSteps, SessionSteps
+from session_service.temporal.contracts import (
     CopyIdsInput,
     CopyIdsResult,
     DiscardInput,
     NewSessionInput,
 )
-from session_service.runtime import Runtime
-from session_service.settings import Settings
-from session_service.stores.vector_store import StoredPoint, collection_name_for
-from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import failing_copy_ids, point_ids, seeded
 

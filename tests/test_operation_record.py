@@ -13,10 +13,10 @@ import httpx
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.exceptions import ApplicationError
 
-from session_service.operation_types import LockInput, LockResult, OperationKind
-from session_service.runtime import Runtime
-from session_service.stores.operations_store import OperationStore
+from session_service.services.runtime import Runtime
+from session_service.stores.operation_rows import OperationStore
 from session_service.temporal import registry, steps
+from session_service.temporal.contracts import LockInput, LockResult, OperationKind
 from tests.conftest import Factory, OpsStack
 from tests.test_access import stalled_lock
 from tests.test_operations import seeded
@@ -202,7 +202,7 @@ async def test_an_operation_outlives_its_temporal_record(
 async def test_idempotency_keys_older_than_the_ttl_are_swept(runtime: Runtime) -> None:
     from datetime import timedelta
 
-    from session_service.activities.record import RecordSteps
+    from session_service.temporal.activities.record_steps import RecordSteps
 
     pool = runtime.pg.pool
     old, fresh = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
@@ -223,7 +223,7 @@ async def test_the_scheduled_sweep_runs_the_key_sweep(
     ops_stack: OpsStack, runtime: Runtime
 ) -> None:
     """A scheduled retention run (rules read from the policy) sweeps the keys first."""
-    from session_service.operation_types import RetentionInput
+    from session_service.temporal.contracts import RetentionInput
 
     pool = runtime.pg.pool
     old = f"old-{uuid.uuid4().hex}"

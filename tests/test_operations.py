@@ -10,8 +10,10 @@ import httpx
 import pytest
 from temporalio import activity
 
-from session_service.activities import PointSteps, SessionSteps
-from session_service.operation_types import (
+from session_service.services.runtime import Runtime
+from session_service.temporal import discovery, steps
+from session_service.temporal.activities import PointSteps, SessionSteps
+from session_service.temporal.contracts import (
     CopyIdsInput,
     CopyIdsResult,
     CopyInput,
@@ -19,8 +21,6 @@ from session_service.operation_types import (
     LockInput,
     LockResult,
 )
-from session_service.runtime import Runtime
-from session_service.temporal import steps
 from tests.conftest import Factory, OpsStack
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -551,8 +551,7 @@ async def test_histories_replay_without_nondeterminism(
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
-    from session_service.temporal import registry
-    from session_service.workflows.record import OperationRecord
+    from session_service.temporal.workflows.record import OperationRecord
 
     a = await seeded(make, [1, 2], tag="a")
     b = await seeded(make, [3], tag="b")
@@ -572,7 +571,7 @@ async def test_histories_replay_without_nondeterminism(
         handle = runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
         histories.append(await handle.fetch_history())
     replayer = Replayer(
-        workflows=registry.workflow_classes(),
+        workflows=discovery.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )
@@ -583,7 +582,7 @@ async def test_histories_replay_without_nondeterminism(
 async def test_worker_registers_missing_search_attributes(runtime: Runtime) -> None:
     from temporalio.api.operatorservice.v1 import RemoveSearchAttributesRequest
 
-    from session_service.worker import ensure_search_attributes
+    from session_service.temporal.worker import ensure_search_attributes
 
     assert await ensure_search_attributes(runtime.temporal, "default") == []
     await runtime.temporal.operator_service.remove_search_attributes(

@@ -7,7 +7,7 @@ from unittest import mock
 
 import httpx
 
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from tests.conftest import Factory
 
 

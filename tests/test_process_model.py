@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from session_service.embedded import free_port
+from session_service.cli.embedded_stack import free_port
 from session_service.settings import Settings
 
 
@@ -29,7 +29,7 @@ def env(**extra: str) -> dict[str, str]:
 @pytest.mark.parametrize("command", ["api", "worker"])
 def test_api_and_worker_refuse_to_start_without_a_shared_engine(command: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", command],
+        [sys.executable, "-m", "session_service.cli.main", command],
         env=env(DATABASE_URL="postgresql://x@127.0.0.1:1/x", TEMPORAL_ADDRESS="127.0.0.1:1"),
         capture_output=True,
         text=True,
@@ -48,7 +48,7 @@ def test_serve_runs_api_and_worker_on_edge(settings: Settings, tmp_path: Path) -
     assert settings.database_url and settings.temporal_address
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "session_service.cli", "serve", "--host", "127.0.0.1"]
+            [sys.executable, "-m", "session_service.cli.main", "serve", "--host", "127.0.0.1"]
             + ["--port", str(port)],
             env=env(
                 DATABASE_URL=settings.database_url,
@@ -98,7 +98,7 @@ def test_serve_runs_api_and_worker_on_edge(settings: Settings, tmp_path: Path) -
 
 def one_line_failure(command: str, **extra: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", command],
+        [sys.executable, "-m", "session_service.cli.main", command],
         env=env(**extra),
         capture_output=True,
         text=True,

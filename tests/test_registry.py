@@ -16,8 +16,11 @@ from typing import Any, cast
 import pytest
 from temporalio import activity
 
-from session_service.models import SessionModel
-from session_service.operation_types import (
+from session_service.domain.models import SessionModel
+from session_service.services.runtime import Runtime
+from session_service.stores.database import Postgres
+from session_service.temporal import discovery, registry, steps
+from session_service.temporal.contracts import (
     LockInput,
     LockResult,
     MergeInput,
@@ -25,11 +28,8 @@ from session_service.operation_types import (
     PolicyLoad,
     UnlockInput,
 )
-from session_service.runtime import Runtime
-from session_service.stores.database import Postgres
-from session_service.temporal import registry, steps
 from session_service.temporal.steps import Step, declared, implemented_by, implements, step_of
-from session_service.worker import _by_step, activities, build_worker
+from session_service.temporal.worker import _by_step, activities, build_worker
 
 # the activity and workflow names of recorded histories (tests/histories/) never change
 KNOWN_STEPS = {
@@ -86,7 +86,7 @@ def test_every_kind_has_exactly_one_entry() -> None:
 
 
 def test_every_workflow_runs_its_declared_types() -> None:
-    classes = registry.workflow_classes()
+    classes = discovery.workflow_classes()
     assert len(classes) == len(registry.WORKFLOWS)
     for spec, cls in zip(registry.WORKFLOWS, classes, strict=True):
         assert getattr(cls, "__temporal_workflow_definition").name == spec.name
@@ -113,7 +113,7 @@ async def test_the_worker_registers_every_workflow_and_step(runtime: Runtime) ->
 
 def test_every_step_is_implemented_exactly_once() -> None:
     implementations: dict[str, list[str]] = {}
-    for cls in registry.activity_classes():
+    for cls in discovery.activity_classes():
         for name, fn in inspect.getmembers(cls, inspect.isfunction):
             step = step_of(fn)
             if step is not None:
@@ -123,7 +123,7 @@ def test_every_step_is_implemented_exactly_once() -> None:
     assert {n: len(v) for n, v in implementations.items()} == dict.fromkeys(KNOWN_STEPS, 1)
     # the worker builds one instance of each of those classes, and registers its steps
     built = offline_activities()
-    assert {type(fn.__self__) for fn in built} == set(registry.activity_classes())
+    assert {type(fn.__self__) for fn in built} == set(discovery.activity_classes())
     assert sorted(step_of(fn).name for fn in built) == sorted(KNOWN_STEPS)  # type: ignore[union-attr]
 
 
@@ -141,7 +141,7 @@ def test_implementations_take_and_return_the_declared_types() -> None:
 
 
 def test_search_attributes_are_declared_once() -> None:
-    from session_service.embedded import SEARCH_ATTRIBUTES
+    from session_service.cli.embedded_stack import SEARCH_ATTRIBUTES
 
     assert SEARCH_ATTRIBUTES == {
         "SessionIds": "KeywordList",
@@ -172,10 +172,10 @@ def test_a_workflow_missing_from_the_registry_or_from_the_package_is_refused(
     )
     monkeypatch.setattr(registry, "WORKFLOWS", (*registry.WORKFLOWS, ghost))
     with pytest.raises(TypeError, match="without a class: \\['GhostWorkflow'\\]"):
-        registry.workflow_classes()
+        discovery.workflow_classes()
     monkeypatch.setattr(registry, "WORKFLOWS", registry.OPERATIONS)  # IndexWorkflow undeclared
     with pytest.raises(TypeError, match="not in the registry: \\['IndexWorkflow'\\]"):
-        registry.workflow_classes()
+        discovery.workflow_classes()
 
 
 def test_a_workflow_whose_run_disagrees_with_its_entry_is_refused_at_import() -> None:
@@ -275,11 +275,11 @@ def test_workflow_modules_import_no_store_metrics_or_http_library() -> None:
 
     banned = [
         "prometheus_client", "httpx", "starlette", "fastapi", "asyncpg", "qdrant_client",
-        "qdrant_edge", "numpy", "session_service.stores", "session_service.activities",
+        "qdrant_edge", "numpy", "session_service.stores", "session_service.temporal.activities",
     ]  # fmt: skip
     code = (
-        "import sys, pkgutil, importlib, session_service.workflows as w\n"
-        "for m in pkgutil.iter_modules(w.__path__, 'session_service.workflows.'):\n"
+        "import sys, pkgutil, importlib, session_service.temporal.workflows as w\n"
+        "for m in pkgutil.iter_modules(w.__path__, 'session_service.temporal.workflows.'):\n"
         "    importlib.import_module(m.name)\n"
         f"print(sorted(b for b in {banned!r} if b in sys.modules))\n"
     )

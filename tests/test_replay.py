@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from session_service.temporal import registry
-from session_service.workflows.record import OperationRecord
+from session_service.temporal import discovery
+from session_service.temporal.workflows.record import OperationRecord
 
 HERE = Path(__file__).resolve().parent / "histories"
 HISTORIES = sorted(p for p in HERE.glob("*.json") if p.name != "workflow_ids.json")
@@ -27,7 +27,7 @@ def test_every_kind_has_a_recorded_history() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=registry.workflow_classes(),
+        workflows=discovery.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )

@@ -25,22 +25,22 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from session_service.activities import PointSteps, SessionSteps
 from session_service.api.app import create_app
-from session_service.embedded import EmbeddedPostgres, scripts_dir
-from session_service.operation_types import (
+from session_service.cli.embedded_stack import EmbeddedPostgres, scripts_dir
+from session_service.domain.retention_rules import RetentionRules
+from session_service.services.runtime import Runtime
+from session_service.settings import Settings
+from session_service.temporal import discovery, registry, steps
+from session_service.temporal.activities import PointSteps, SessionSteps
+from session_service.temporal.contracts import (
     DeleteRowsInput,
     DropCollectionsInput,
     HoldInput,
     HoldResult,
     RetentionInput,
-    RetentionRules,
 )
-from session_service.runtime import Runtime
-from session_service.settings import Settings
-from session_service.temporal import registry, steps
-from session_service.worker import build_worker, prepare, worker_of
-from session_service.workflows.record import OperationRecord
+from session_service.temporal.worker import build_worker, prepare, worker_of
+from session_service.temporal.workflows.record import OperationRecord
 from tests.conftest import Factory
 
 # Recorded with the code of the day (tests/histories/README.md says how).
@@ -455,7 +455,7 @@ async def test_sweep_histories_replay_old_and_new(rstack: RetentionStack) -> Non
     assert r.json()["cleanup_stats"]["deleted_count"] == 3
     handle = rstack.runtime.temporal.get_workflow_handle(r.headers["Operation-Id"])
     replayer = Replayer(
-        workflows=registry.workflow_classes(),
+        workflows=discovery.workflow_classes(),
         data_converter=pydantic_data_converter,
         interceptors=[OperationRecord()],
     )

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from session_service.domain import session_rules as rules
-from session_service.errors import Conflict
-from session_service.models import (
+from session_service.domain.errors import Conflict
+from session_service.domain.models import (
     Distance,
     ModelUsage,
     ProcessingStats,

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from tests.conftest import Factory
 
 SESSION_KEYS = {

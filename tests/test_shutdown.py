@@ -21,10 +21,10 @@ import pytest
 from temporalio.client import Client
 
 from session_service.api.app import create_app
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
 from session_service.temporal import steps
-from session_service.worker import build_worker
+from session_service.temporal.worker import build_worker
 from tests.conftest import OpsStack
 from tests.test_dev_stack import DevStack, wait_gone
 from tests.test_operations import point_ids, seeded

@@ -24,15 +24,15 @@ import trustme
 from pydantic import SecretStr, ValidationError
 
 from session_service.api.app import create_app
-from session_service.runtime import Runtime
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
-from session_service.temporal_connection import (
+from session_service.temporal.connection import (
     TemporalConnectionError,
     connect,
     connect_args,
     explain,
 )
-from session_service.worker import worker_of
+from session_service.temporal.worker import worker_of
 from tests.conftest import Factory
 from tests.tls_proxy import TlsProxy
 
@@ -216,7 +216,7 @@ async def test_tls_to_a_plaintext_server_says_so(settings: Settings, pki: Pki) -
 
 
 async def test_nothing_listening_is_connection_refused(settings: Settings) -> None:
-    from session_service.embedded import free_port
+    from session_service.cli.embedded_stack import free_port
 
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(TemporalConnectionError) as caught:
@@ -464,7 +464,7 @@ def test_a_command_with_a_wrong_ca_prints_one_line_and_exits_1(
     settings: Settings, proxy: TlsProxy, pki: Pki, tmp_path: Path, command: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", command],
+        [sys.executable, "-m", "session_service.cli.main", command],
         env=cli_env(
             settings,
             TEMPORAL_ADDRESS=proxy.address,
@@ -490,7 +490,7 @@ def test_a_command_with_contradictory_settings_prints_the_setting_and_exits_2(
     settings: Settings,
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "session_service.cli", "serve"],
+        [sys.executable, "-m", "session_service.cli.main", "serve"],
         env=cli_env(
             settings, TEMPORAL_ADDRESS="127.0.0.1:1", TEMPORAL_TLS_CLIENT_CERT_PATH="/c.pem"
         ),

@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from session_service import tracing
 from session_service.api.app import create_app
-from session_service.runtime import Runtime
+from session_service.obs import tracing
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
-from session_service.worker import worker_of
+from session_service.temporal.worker import worker_of
 from tests.conftest import Factory
 from tests.test_operations import seeded
 

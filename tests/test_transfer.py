@@ -18,11 +18,11 @@ import httpx
 import pytest
 from temporalio import activity
 
-from session_service import export_format as fmt
-from session_service.activities import TransferSteps
-from session_service.operation_types import ExportResult, ImportPointsInput, WriteExportInput
-from session_service.runtime import Runtime
+from session_service.domain import export_format as fmt
+from session_service.services.runtime import Runtime
 from session_service.temporal import steps
+from session_service.temporal.activities import TransferSteps
+from session_service.temporal.contracts import ExportResult, ImportPointsInput, WriteExportInput
 from tests.conftest import Factory, OpsStack
 from tests.test_operations import point_ids, seeded
 
@@ -504,7 +504,7 @@ async def test_long_thread_calls_repeat_the_checkpoint_while_they_run() -> None:
 
     from temporalio.testing import ActivityEnvironment
 
-    from session_service.activities.transfer import in_thread
+    from session_service.temporal.activities.transfer_steps import in_thread
 
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.3))
@@ -522,7 +522,7 @@ def test_non_finite_numbers_survive_the_artifact_format() -> None:
 
     import numpy as np
 
-    from session_service import export_format as fmt
+    from session_service.domain import export_format as fmt
 
     vectors = np.array([[1.0, float("nan")], [0.5, 0.25], [float("inf"), 2.0]], dtype=np.float32)
     payloads = [{"score": 1.5}, {"score": float("-inf"), "n": [float("nan")]}, None]

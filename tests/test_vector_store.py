@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from session_service.point_query import PointQuery
+from session_service.domain.point_query import PointQuery
 from session_service.stores.edge_store import EdgeStore
 from session_service.stores.qdrant_server import QdrantServerStore
 from session_service.stores.vector_store import StoredPoint, VectorStore

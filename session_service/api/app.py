@@ -26,10 +26,10 @@ from session_service.api.routes import (
     policy,
     sessions,
 )
-from session_service.metrics import MetricsMiddleware
-from session_service.runtime import Runtime
+from session_service.obs.metrics import MetricsMiddleware
+from session_service.obs.tracing import from_environment as tracing_from_environment
+from session_service.services.runtime import Runtime
 from session_service.settings import Settings
-from session_service.tracing import from_environment as tracing_from_environment
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:

@@ -10,10 +10,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from session_service.access import Actor, credential_of
-from session_service.errors import Unprocessable
-from session_service.runtime import Runtime
-from session_service.sessions import SessionService
+from session_service.domain.access import Actor, credential_of
+from session_service.domain.errors import Unprocessable
+from session_service.services.runtime import Runtime
+from session_service.services.sessions import SessionService
 
 
 def runtime_of(request: Request) -> Runtime:

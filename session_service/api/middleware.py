@@ -12,8 +12,8 @@ from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from session_service import logs
 from session_service.api.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, accepts_problem_json
+from session_service.obs import logs
 
 
 async def _send_problem(

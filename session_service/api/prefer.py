@@ -11,9 +11,9 @@ import re
 from fastapi.responses import JSONResponse
 
 from session_service.api.problems import problem
-from session_service.operation_types import ERROR_STATUS, ErrorType
-from session_service.operations import OperationFailed, OperationService, Started
+from session_service.services.operations import OperationFailed, OperationService, Started
 from session_service.settings import Settings
+from session_service.temporal.contracts import ERROR_STATUS, ErrorType
 
 MAX_WAIT = 300.0
 _WAIT = re.compile(r"[0-9]+(\.[0-9]+)?")

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from session_service.errors import Locked, ServiceError
-from session_service.models import BAD_REQUEST, MAX_JSON_DEPTH
+from session_service.domain.errors import Locked, ServiceError
+from session_service.domain.models import BAD_REQUEST, MAX_JSON_DEPTH
 
 log = logging.getLogger(__name__)
 

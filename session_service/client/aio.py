@@ -14,7 +14,7 @@ from session_service.client import calls
 from session_service.client.calls import CHUNK, Call, Outcome, Page, query
 from session_service.client.errors import ConnectionFailed, error_for
 from session_service.client.retry import RetryPolicy
-from session_service.models import (
+from session_service.domain.models import (
     Collaborators,
     CollectionInfo,
     MergeRequest,

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from session_service.models import (
+from session_service.domain.models import (
     ModelType,
     Operation,
     PointsPage,

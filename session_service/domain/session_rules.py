@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from session_service.errors import Conflict
-from session_service.models import (
+from session_service.domain.errors import Conflict
+from session_service.domain.models import (
     ModelUsage,
     ProcessingStats,
     SessionRecord,

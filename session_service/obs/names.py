@@ -1,6 +1,6 @@
 """Names of the metrics recorded through the Temporal SDK's meter, in workflows and
 activities. No imports: workflow code reads them in the sandbox, where the metrics
-library (``session_service.metrics``) must not be loaded."""
+library (``session_service.obs.metrics``) must not be loaded."""
 
 from __future__ import annotations
 

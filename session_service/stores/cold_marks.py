@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from session_service.models import ArtifactRef, SessionRecord
+from session_service.domain.models import ArtifactRef, SessionRecord
 from session_service.stores.postgres import SELECT, record, session_uuid
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from session_service.models import Permission, SessionRecord
+from session_service.domain.models import Permission, SessionRecord
 from session_service.stores.postgres import session_uuid
 from session_service.stores.session_rows import SessionRows
 

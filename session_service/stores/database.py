@@ -14,7 +14,7 @@ from session_service.stores.export_rows import ExportRows
 from session_service.stores.finish_rows import FinishRows
 from session_service.stores.idempotency_keys import IdempotencyKeys
 from session_service.stores.lock_rows import LockRows
-from session_service.stores.operations_store import OperationStore
+from session_service.stores.operation_rows import OperationStore
 from session_service.stores.retention_rows import RetentionRows
 from session_service.stores.session_rows import SessionRows
 

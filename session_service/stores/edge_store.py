@@ -45,8 +45,13 @@ from typing import Any, TypeVar
 import numpy as np
 import qdrant_edge as qe
 
-from session_service.logs import get as get_logger
-from session_service.point_query import FieldCondition, PointQuery, QueryFilter, ScoredPointOut
+from session_service.domain.point_query import (
+    FieldCondition,
+    PointQuery,
+    QueryFilter,
+    ScoredPointOut,
+)
+from session_service.obs.logs import get as get_logger
 from session_service.stores.vector_store import (
     CollectionParams,
     IndexReport,

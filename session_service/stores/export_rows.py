@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from session_service.errors import Locked, NotFound
+from session_service.domain.errors import Locked, NotFound
 from session_service.stores.postgres import PageCursor, session_uuid
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from session_service.domain import session_rules as rules
-from session_service.models import SessionRecord
+from session_service.domain.models import SessionRecord
 from session_service.stores.postgres import read, session_uuid
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from session_service.errors import Unprocessable
+from session_service.domain.errors import Unprocessable
 
 if TYPE_CHECKING:
     from session_service.stores.postgres import Conn

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from session_service.logs import get as get_logger
+from session_service.obs.logs import get as get_logger
 from session_service.stores.vector_store import StoredPoint, VectorStore
 
 log = get_logger(__name__)

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from session_service.domain.errors import Locked, NotFound, Offloaded
+from session_service.domain.models import SessionRecord, Storage
 from session_service.domain.session_rules import check_lockable
-from session_service.errors import Locked, NotFound, Offloaded
-from session_service.models import SessionRecord, Storage
 from session_service.stores.postgres import read, session_uuid
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from session_service.errors import NotFound, StartupError, Unprocessable
-from session_service.models import (
+from session_service.domain.errors import NotFound, StartupError, Unprocessable
+from session_service.domain.models import (
     ArtifactRef,
     ModelUsage,
     Permission,

@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
 
-from session_service.point_query import FieldCondition, PointQuery, QueryFilter, ScoredPointOut
+from session_service.domain.point_query import (
+    FieldCondition,
+    PointQuery,
+    QueryFilter,
+    ScoredPointOut,
+)
 from session_service.stores.vector_store import (
     CollectionParams,
     IndexReport,

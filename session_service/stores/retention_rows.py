@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from session_service.models import RetentionPolicy
-from session_service.retention_rules import Candidate
+from session_service.domain.models import RetentionPolicy
+from session_service.domain.retention_rules import Candidate
 from session_service.stores.postgres import session_uuid
 
 

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from session_service.errors import Locked, NotFound, PreconditionFailed, Unprocessable
-from session_service.models import ModelType, SessionConfiguration, SessionRecord, SessionStatus
+from session_service.domain.errors import Locked, NotFound, PreconditionFailed, Unprocessable
+from session_service.domain.models import (
+    ModelType,
+    SessionConfiguration,
+    SessionRecord,
+    SessionStatus,
+)
 from session_service.stores.postgres import SELECT, PageCursor, read, record, session_uuid
 
 if TYPE_CHECKING:

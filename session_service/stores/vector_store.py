@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from session_service.domain.errors import StartupError
 from session_service.domain.naming import collection_name_for
-from session_service.errors import StartupError
 
 if TYPE_CHECKING:
-    from session_service.point_query import PointQuery, ScoredPointOut
+    from session_service.domain.point_query import PointQuery, ScoredPointOut
     from session_service.settings import Settings
 
 PointId = int | str

@@ -25,19 +25,16 @@ called, by the worker and the tests.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 import typing
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
-from session_service.models import Permission, SessionModel
-from session_service.operation_types import (
+from session_service.domain.models import Permission, SessionModel
+from session_service.temporal.contracts import (
     ColdResult,
     DeleteInput,
     DeleteResult,
@@ -173,52 +170,6 @@ def kind_of(workflow_type: str) -> OperationKind | None:
     return spec.kind if spec else None
 
 
-def _members(package: ModuleType) -> list[Any]:
-    """Every top-level class of every module of ``package``, each module imported."""
-    found: list[Any] = []
-    for info in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
-        module = importlib.import_module(info.name)
-        found += [
-            c
-            for _, c in inspect.getmembers(module, inspect.isclass)
-            if c.__module__ == module.__name__
-        ]
-    return found
-
-
-def workflow_classes() -> list[type]:
-    """The workflow classes of ``session_service.workflows``: exactly one per entry of
-    :data:`WORKFLOWS`, and none that isn't declared here."""
-    from session_service import workflows
-
-    by_name: dict[str, list[type]] = {}
-    for cls in _members(workflows):
-        defn = getattr(cls, "__temporal_workflow_definition", None)
-        if defn is not None:
-            by_name.setdefault(defn.name, []).append(cls)
-    declared = {spec.name for spec in WORKFLOWS}
-    if unknown := sorted(set(by_name) - declared):
-        raise TypeError(f"workflows not in the registry: {unknown}")
-    if missing := sorted(declared - set(by_name)):
-        raise TypeError(f"registered workflows without a class: {missing}")
-    if twice := sorted(name for name, classes in by_name.items() if len(classes) > 1):
-        raise TypeError(f"workflows defined more than once: {twice}")
-    return [by_name[spec.name][0] for spec in WORKFLOWS]
-
-
-def activity_classes() -> list[type]:
-    """The classes of ``session_service.activities`` whose methods implement steps (the
-    worker builds one of each and registers those methods)."""
-    from session_service import activities
-    from session_service.temporal.steps import step_of
-
-    return [
-        cls
-        for cls in _members(activities)
-        if any(step_of(m) for _, m in inspect.getmembers(cls, inspect.isfunction))
-    ]
-
-
 __all__ = [
     "CLEANUP",
     "DELETE",
@@ -238,9 +189,7 @@ __all__ = [
     "WORKFLOWS",
     "OperationSpec",
     "WorkflowSpec",
-    "activity_classes",
     "kind_of",
     "operation",
     "search_attribute_type",
-    "workflow_classes",
 ]

@@ -23,8 +23,10 @@ from typing import Any, Generic, TypeVar, overload
 
 from temporalio import activity
 
-from session_service.models import SessionModel
-from session_service.operation_types import (
+from session_service.domain.models import SessionModel
+from session_service.domain.operation_records import OperationEnd, OperationStart
+from session_service.domain.retention_rules import EvaluateResult
+from session_service.temporal.contracts import (
     ArchiveInput,
     ArtifactCheck,
     CopyIdsInput,
@@ -38,7 +40,6 @@ from session_service.operation_types import (
     DropCollectionsResult,
     EnsureLiveInput,
     EvaluateInput,
-    EvaluateResult,
     ExportRecordInput,
     ExportResult,
     FinishImportInput,
@@ -55,8 +56,6 @@ from session_service.operation_types import (
     MarkOffloadedInput,
     NewSessionInput,
     OffloadLockResult,
-    OperationEnd,
-    OperationStart,
     PolicyLoad,
     RemoveInput,
     RemoveResult,

@@ -11,13 +11,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from session_service.access import Actor
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.prefer import awaited, parse_prefer, respond
-from session_service.errors import Offloaded, Unprocessable
-from session_service.models import MAX_PAGE
-from session_service.runtime import Runtime
+from session_service.domain.access import Actor
+from session_service.domain.errors import Offloaded, Unprocessable
+from session_service.domain.models import MAX_PAGE
+from session_service.services.runtime import Runtime
 
 router = APIRouter(tags=["cold sessions"])
 PreferHeader = Annotated[str | None, Header(description="respond-async, or wait=N")]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from session_service.api.deps import CurrentActor, Sessions
 from session_service.api.openapi import errors
-from session_service.models import CompareRequest
+from session_service.domain.models import CompareRequest
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 

@@ -21,8 +21,8 @@ from fastapi import APIRouter, FastAPI, Query, Request
 
 from session_service.api.deps import UserIdHeader, actor_for, sessions_of
 from session_service.api.openapi import errors
-from session_service.errors import BadRequest
-from session_service.models import Message, ModelType, StatsUpdate
+from session_service.domain.errors import BadRequest
+from session_service.domain.models import Message, ModelType, StatsUpdate
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 

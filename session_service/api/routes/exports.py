@@ -14,8 +14,8 @@ from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.prefer import respond
 from session_service.api.routes.cold import first_use
-from session_service.errors import Unprocessable, UnsupportedMediaType
-from session_service.models import MAX_PAGE
+from session_service.domain.errors import Unprocessable, UnsupportedMediaType
+from session_service.domain.models import MAX_PAGE
 
 router = APIRouter(tags=["exports"])
 

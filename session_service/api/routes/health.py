@@ -18,9 +18,9 @@ from session_service import __version__
 from session_service.api.deps import RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.problems import problem
-from session_service.metrics import CONTENT_TYPE, render
-from session_service.models import HealthStatus
-from session_service.runtime import Runtime
+from session_service.domain.models import HealthStatus
+from session_service.obs.metrics import CONTENT_TYPE, render
+from session_service.services.runtime import Runtime
 
 router = APIRouter(tags=["health"])
 

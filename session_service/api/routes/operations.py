@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.prefer import respond
-from session_service.models import MergeRequest, Operation, OperationStatus, SplitRequest
-from session_service.operation_types import OperationKind
+from session_service.domain.models import MergeRequest, Operation, OperationStatus, SplitRequest
+from session_service.temporal.contracts import OperationKind
 
 router = APIRouter(tags=["operations"])
 

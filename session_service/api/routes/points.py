@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from session_service.api.deps import CurrentActor, RuntimeDep, Sessions
 from session_service.api.openapi import errors
 from session_service.api.routes.cold import first_use
-from session_service.errors import Unprocessable
-from session_service.models import (
+from session_service.domain.errors import Unprocessable
+from session_service.domain.models import (
     MAX_PAGE,
     CollectionInfo,
     PointsDelete,
@@ -19,7 +19,7 @@ from session_service.models import (
     PointsUpsert,
     check_point_id,
 )
-from session_service.point_query import PointQuery, QueryResult
+from session_service.domain.point_query import PointQuery, QueryResult
 
 router = APIRouter(prefix="/sessions/{session_id}", tags=["points"])
 PreferHeader = Annotated[

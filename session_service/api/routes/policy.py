@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep
 from session_service.api.openapi import errors
 from session_service.api.prefer import respond
-from session_service.models import RetentionPolicy
+from session_service.domain.models import RetentionPolicy
 
 router = APIRouter(prefix="/sessions", tags=["retention"])
 

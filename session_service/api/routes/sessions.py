@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from session_service.api.deps import CurrentActor, IdempotencyKey, RuntimeDep, Sessions
 from session_service.api.openapi import errors
 from session_service.api.prefer import respond
-from session_service.errors import PreconditionFailed
-from session_service.models import (
+from session_service.domain.errors import PreconditionFailed
+from session_service.domain.models import (
     MAX_PAGE,
     Collaborators,
     DeleteResult,

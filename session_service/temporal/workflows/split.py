@@ -1,0 +1,136 @@
+"""Split: new sessions from listed points of one source; points leave the source last."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from session_service.domain.models import Distance, SessionConfiguration
+    from session_service.domain.naming import collection_name_for
+    from session_service.temporal import registry, steps
+    from session_service.temporal.contracts import (
+        CopyIdsInput,
+        DiscardInput,
+        EnsureLiveInput,
+        FinishSplitInput,
+        LockInput,
+        NewSessionInput,
+        RemoveInput,
+        SplitInput,
+        SplitPartResult,
+        SplitResult,
+        UnlockInput,
+    )
+    from session_service.temporal.workflows.saga import COLD_SESSIONS, SagaWorkflow
+
+
+@registry.SPLIT.defn
+class SplitWorkflow(SagaWorkflow):
+    @workflow.run
+    async def run(self, inp: SplitInput) -> SplitResult:
+        op = workflow.info().workflow_id
+        saga = self.begin(inp.options, registry.SPLIT.kind)
+        try:
+            cold = workflow.patched(COLD_SESSIONS)
+            if cold:
+                saga.phase("reloading the offloaded source")
+                await saga.step(
+                    steps.ENSURE_LIVE,
+                    EnsureLiveInput(session_ids=[inp.source_id], options=inp.options),
+                    long=True,
+                )
+            saga.phase("locking the source")
+            saga.push(
+                steps.UNLOCK_SESSIONS, UnlockInput(operation_id=op, session_ids=[inp.source_id])
+            )
+            locked = await saga.step(
+                steps.LOCK_SESSIONS,
+                LockInput(operation_id=op, session_ids=[inp.source_id], need_live=cold),
+            )
+            source = locked.sessions[0]
+            config = SessionConfiguration(
+                vector_size=source.vector_size, distance=Distance(source.distance)
+            )
+            saga.progress.points_total = sum(len(set(p.point_ids)) for p in inp.parts)
+
+            parts: list[SplitPartResult] = []
+            skipped_points = skipped_parts = 0
+            for index, part in enumerate(inp.parts):
+                saga.phase(f"copying part {index + 1} of {len(inp.parts)}")
+                undo = DiscardInput(operation_id=op, session_id=part.session_id)
+                saga.push(steps.DISCARD_SESSION, undo)
+                await saga.step(
+                    steps.CREATE_SESSION,
+                    NewSessionInput(
+                        operation_id=op,
+                        session_id=part.session_id,
+                        name=part.name,
+                        description=part.description,
+                        owner_id=source.owner_id,
+                        configuration=config,
+                        tags=part.tags,
+                        metadata=part.metadata,
+                    ),
+                )
+                copied = await saga.step(
+                    steps.COPY_POINTS_BY_ID,
+                    CopyIdsInput(
+                        source=source.collection,
+                        target=collection_name_for(part.session_id),
+                        ids=part.point_ids,
+                        batch_size=inp.options.batch_size,
+                    ),
+                    long=True,
+                )
+                requested = len(set(part.point_ids))
+                skipped_points += requested - copied.found
+                saga.progress.points_done += requested
+                saga.report()
+                if copied.found == 0:
+                    saga.pop()
+                    await saga.undo_one(steps.DISCARD_SESSION, undo)
+                    skipped_parts += 1
+                    continue
+                parts.append(SplitPartResult(session_id=part.session_id, points=copied.found))
+
+            removed = 0
+            if inp.remove_points and parts:
+                saga.phase("removing points from the source")
+                saga.commit()  # the irreversible step: from here on, only forward
+                ids = [i for p in inp.parts for i in p.point_ids]
+                gone = await saga.final_step(
+                    steps.REMOVE_POINTS,
+                    RemoveInput(
+                        source=source.collection,
+                        ids=ids,
+                        copied_to=[collection_name_for(p.session_id) for p in parts],
+                        batch_size=inp.options.batch_size,
+                    ),
+                    long=True,
+                )
+                removed = gone.removed
+
+            saga.phase("finishing")
+            finish = FinishSplitInput(
+                operation_id=op,
+                source_id=inp.source_id,
+                parts=parts,
+                removed_points=removed,
+                archive_original=inp.archive_original,
+            )
+            if inp.remove_points and parts:
+                await saga.final_step(steps.FINISH_SPLIT, finish)
+            else:
+                await saga.step(steps.FINISH_SPLIT, finish)
+            saga.commit()
+            await saga.index_after([p.session_id for p in parts])
+            saga.done()
+            return SplitResult(
+                new_sessions=[p.session_id for p in parts],
+                assigned_points=sum(p.points for p in parts),
+                removed_points=removed,
+                skipped_points=skipped_points,
+                skipped_parts=skipped_parts,
+            )
+        except BaseException as err:
+            await saga.fail(err)
