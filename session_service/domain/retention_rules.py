@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
+from session_service.domain.models import RetentionPolicy
+
 LIVE = ("active", "shared")
 RETIRED = ("archived", "deleted")
 
@@ -127,3 +129,8 @@ def evaluation(candidates: list[Candidate], rules: RetentionRules, now: datetime
         offload=d.offload,
         locked_offload=d.locked_offload,
     )
+
+
+def rules_of(policy: RetentionPolicy) -> RetentionRules:
+    """The rules of a stored policy: the policy without its schedule and on/off switch."""
+    return RetentionRules.model_validate(policy.model_dump(exclude={"schedule", "enabled"}))

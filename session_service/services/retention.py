@@ -9,7 +9,7 @@ from temporalio.client import Client
 from session_service.domain.access import Actor
 from session_service.domain.errors import Forbidden
 from session_service.domain.models import RetentionPolicy
-from session_service.domain.retention_rules import RetentionRules
+from session_service.domain.retention_rules import rules_of
 from session_service.services.operations import OperationService, Started
 from session_service.settings import Settings
 from session_service.stores.retention_rows import RetentionRows
@@ -23,10 +23,6 @@ DESCRIPTION = (
     "max_sessions_per_user most recently used are archived. Runs on `schedule` (cron, UTC) "
     "when `enabled`."
 )
-
-
-def rules_of(policy: RetentionPolicy) -> RetentionRules:
-    return RetentionRules.model_validate(policy.model_dump(exclude={"schedule", "enabled"}))
 
 
 class RetentionService:

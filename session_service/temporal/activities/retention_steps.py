@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from session_service.domain.retention_rules import EvaluateResult, RetentionRules, evaluation
+from session_service.domain.retention_rules import EvaluateResult, evaluation, rules_of
 from session_service.stores.database import Postgres
 from session_service.temporal import steps
 from session_service.temporal.contracts import ArchiveInput, EvaluateInput, PolicyLoad
@@ -16,8 +16,7 @@ class RetentionSteps:
     @implements(steps.LOAD_POLICY)
     async def load_policy(self) -> PolicyLoad:
         policy = await self.retention.get_policy()
-        rules = RetentionRules.model_validate(policy.model_dump(exclude={"schedule", "enabled"}))
-        return PolicyLoad(rules=rules, enabled=policy.enabled)
+        return PolicyLoad(rules=rules_of(policy), enabled=policy.enabled)
 
     @implements(steps.EVALUATE_PAGE)
     async def evaluate_page(self, inp: EvaluateInput) -> EvaluateResult:
