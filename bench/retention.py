@@ -47,6 +47,7 @@ from bench.stack import DevStack, log, machine_facts, snapshot_code, workdir
 from session_service.domain.retention_rules import RetentionRules, evaluation
 from session_service.stores.postgres import create_pool
 from session_service.stores.retention_rows import RetentionRows
+from session_service.temporal import steps
 
 TARGET_PER_SECOND = 500.0
 PAGE_SIZE = 500  # RetentionInput.page_size's default: what the API's sweeps use
@@ -201,7 +202,7 @@ async def history(client: Client, workflow_id: str) -> dict[str, Any]:
             elif e.HasField("activity_task_completed_event_attributes"):
                 attrs = e.activity_task_completed_event_attributes
                 payloads = list(attrs.result.payloads)
-                if names[attrs.scheduled_event_id] == "evaluate_page" and payloads:
+                if names[attrs.scheduled_event_id] == steps.EVALUATE_PAGE.name and payloads:
                     if json.loads(payloads[0].data).get("processed") == 0:
                         empty_pages.append(e.event_time.ToDatetime())
         first, last = events[0].event_time.ToDatetime(), events[-1].event_time.ToDatetime()

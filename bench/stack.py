@@ -414,11 +414,12 @@ async def _start_index(
 ) -> Any:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from session_service.temporal import registry
     from session_service.temporal.contracts import IndexInput, IndexResult
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     return await client.execute_workflow(
-        "IndexWorkflow",
+        registry.INDEX.name,
         IndexInput(collections=list(collections), session_ids=list(session_ids)),
         id=workflow_id,
         task_queue="session-service",
