@@ -25,7 +25,8 @@ import pytest
 import typer
 
 from session_service.cli.embedded_stack import free_port
-from session_service.cli.operator import Rate, app
+from session_service.cli.operator import app
+from session_service.cli.operator_io import Rate
 from session_service.client import SyncSessionClient
 from session_service.domain.models import Operation, SessionCreate
 from tests.test_dev_stack import DevStack

@@ -187,7 +187,7 @@ def test_spans_reach_the_otlp_endpoint_named_in_the_environment() -> None:
     thread.start()
     script = (
         "from opentelemetry import trace\n"
-        "from session_service import tracing\n"
+        "from session_service.obs import tracing\n"
         "t = tracing.from_environment()\n"
         "assert t is not None and trace.get_tracer_provider() is t.provider\n"
         "with t.provider.get_tracer('probe').start_as_current_span('probe-span'):\n"
@@ -215,7 +215,8 @@ def test_without_an_endpoint_the_opentelemetry_sdk_is_not_even_loaded() -> None:
     module of the SDK, the exporter or the instrumentation imported."""
     script = (
         "import sys\n"
-        "from session_service import logs, worker\n"
+        "from session_service.obs import logs\n"
+        "from session_service.temporal import worker  # noqa: F401\n"
         "from session_service.api.app import create_app\n"
         "from session_service.settings import Settings\n"
         "create_app(Settings())\n"

@@ -10,7 +10,7 @@
 # TEMPORAL_NAMESPACE    namespace of the service (its TEMPORAL_NAMESPACE)
 # TEMPORAL_NAMESPACE_RETENTION
 #                       how long closed operations stay readable (GET /operations/{id})
-# SEARCH_ATTRIBUTES     space-separated Name=Type pairs (session_service/embedded.py)
+# SEARCH_ATTRIBUTES     space-separated Name=Type pairs (session_service/temporal/registry.py)
 set -eu
 
 : "${TEMPORAL_ADDRESS:?}" "${TEMPORAL_NAMESPACE:?}" "${TEMPORAL_NAMESPACE_RETENTION:?}"
