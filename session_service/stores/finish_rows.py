@@ -116,7 +116,7 @@ class FinishRows:
                     """SELECT p.*, octet_length((s.metadata || p.metadata)::text) AS inherited
                        FROM sessions p, sessions s
                        WHERE p.id = $1 AND p.locked_by = $2 AND s.id = $3
-                       FOR UPDATE OF p""",
+                       FOR NO KEY UPDATE OF p""",
                     session_uuid(part_id),
                     operation_id,
                     session_uuid(source_id),
@@ -124,7 +124,7 @@ class FinishRows:
                 if src is not None and part is not None:
                     await self._write_part(conn, operation_id, source_id, src, part, points)
             row = await conn.fetchrow(
-                "SELECT * FROM sessions WHERE id = $1 AND locked_by = $2 FOR UPDATE",
+                "SELECT * FROM sessions WHERE id = $1 AND locked_by = $2 FOR NO KEY UPDATE",
                 session_uuid(source_id),
                 operation_id,
             )
