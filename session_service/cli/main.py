@@ -138,7 +138,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
             log.info("postgres ready", socket_dir=str(pg.socket_dir))
         if not settings.temporal_address:
             temporal = EmbeddedTemporal(
-                data_dir / "temporal", port=args.temporal_port, ui_port=args.temporal_ui_port
+                data_dir / "temporal",
+                port=args.temporal_port,
+                ui_port=args.temporal_ui_port,
+                avoid=(args.port,),
             )
             update["temporal_address"] = temporal.start()
             update["temporal_ui_url"] = temporal.ui_url
