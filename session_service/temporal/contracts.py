@@ -174,10 +174,16 @@ class CopyIdsInput(BaseModel):
     target: str
     ids: list[PointId]
     batch_size: int
+    # Set by splits that can resume (patch split-copy-pauses-on-drain): on a worker's
+    # shutdown the step may stop after the batch in hand and say where to go on from.
+    may_pause: bool = False
+    start_batch: int = 0  # the batch to start from (a call after a pause)
+    found_before: int = 0  # points found by the calls before this one
 
 
 class CopyIdsResult(BaseModel):
-    found: int
+    found: int  # points found, counting the calls before this one
+    next_batch: int | None = None  # set when paused: the next call starts there
 
 
 class RemoveInput(BaseModel):

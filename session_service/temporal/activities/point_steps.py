@@ -86,10 +86,15 @@ class PointSteps:
 
     @implements(steps.COPY_POINTS_BY_ID)
     async def copy_points_by_id(self, inp: CopyIdsInput) -> CopyIdsResult:
-        """Copy the listed points that exist in ``source``; count them."""
+        """Copy the listed points that exist in ``source``; count them.
+
+        When the workflow allows it (``may_pause``) and the worker shuts down, the step
+        stops after the batch in hand and returns where to go on from (``next_batch``),
+        as merge's copy does: a deploy costs neither a batch nor a retry.
+        """
         checkpoint = _checkpoint()
-        done = int(checkpoint.offset or 0) if checkpoint else 0
-        found = checkpoint.read if checkpoint else 0
+        done = int(checkpoint.offset or 0) if checkpoint else inp.start_batch
+        found = checkpoint.read if checkpoint else inp.found_before
         batches = _batches(inp.ids, inp.batch_size)
         for index in range(done, len(batches)):
             points = await self.vectors.retrieve(inp.source, batches[index])
@@ -98,6 +103,10 @@ class PointSteps:
                 points_moved(len(points))
             found += len(points)
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=found))
+            if inp.may_pause and index + 1 < len(batches) and activity.is_worker_shutdown():
+                log.info("split copy paused for worker shutdown", target=inp.target, points=found)
+                await self.vectors.flush(inp.target)
+                return CopyIdsResult(found=found, next_batch=index + 1)
         await self.vectors.flush(inp.target)
         return CopyIdsResult(found=found)
 

@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from session_service.temporal import registry, steps
     from session_service.temporal.contracts import (
         CopyIdsInput,
+        CopyIdsResult,
         DiscardInput,
         EnsureLiveInput,
         FinishSplitInput,
@@ -17,15 +18,44 @@ with workflow.unsafe.imports_passed_through():
         NewSessionInput,
         RemoveInput,
         SplitInput,
+        SplitPart,
         SplitPartResult,
         SplitResult,
         UnlockInput,
     )
-    from session_service.temporal.workflows.saga import COLD_SESSIONS, SagaWorkflow
+    from session_service.temporal.workflows.saga import COLD_SESSIONS, Saga, SagaWorkflow
+
+# Splits started before it copy each part in one step, whatever a worker's shutdown.
+PAUSE_ON_DRAIN = "split-copy-pauses-on-drain"
 
 
 @registry.SPLIT.defn
 class SplitWorkflow(SagaWorkflow):
+    async def _copy_part(
+        self, saga: Saga, source: str, part: SplitPart, inp: SplitInput
+    ) -> CopyIdsResult:
+        """The part's points, copied in one step, or in several when a worker's shutdown
+        pauses the step (splits started before the patch copy in one step only)."""
+        pausable = workflow.patched(PAUSE_ON_DRAIN)
+        start, found = 0, 0
+        while True:
+            copied = await saga.step(
+                steps.COPY_POINTS_BY_ID,
+                CopyIdsInput(
+                    source=source,
+                    target=collection_name_for(part.session_id),
+                    ids=part.point_ids,
+                    batch_size=inp.options.batch_size,
+                    may_pause=pausable,
+                    start_batch=start,
+                    found_before=found,
+                ),
+                long=True,
+            )
+            if copied.next_batch is None:
+                return copied
+            start, found = copied.next_batch, copied.found
+
     @workflow.run
     async def run(self, inp: SplitInput) -> SplitResult:
         op = workflow.info().workflow_id
@@ -72,16 +102,7 @@ class SplitWorkflow(SagaWorkflow):
                         metadata=part.metadata,
                     ),
                 )
-                copied = await saga.step(
-                    steps.COPY_POINTS_BY_ID,
-                    CopyIdsInput(
-                        source=source.collection,
-                        target=collection_name_for(part.session_id),
-                        ids=part.point_ids,
-                        batch_size=inp.options.batch_size,
-                    ),
-                    long=True,
-                )
+                copied = await self._copy_part(saga, source.collection, part, inp)
                 requested = len(set(part.point_ids))
                 skipped_points += requested - copied.found
                 saga.progress.points_done += requested
