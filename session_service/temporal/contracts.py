@@ -191,10 +191,15 @@ class RemoveInput(BaseModel):
     ids: list[PointId]
     copied_to: list[str]
     batch_size: int
+    # as CopyIdsInput's (patch split-removal-pauses-on-drain)
+    may_pause: bool = False
+    start_batch: int = 0
+    removed_before: int = 0
 
 
 class RemoveResult(BaseModel):
-    removed: int
+    removed: int  # counting the calls before this one
+    next_batch: int | None = None  # set when paused: the next call starts there
 
 
 # workflows

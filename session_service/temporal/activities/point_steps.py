@@ -115,11 +115,12 @@ class PointSteps:
         """Remove from ``source`` the listed points that were copied somewhere.
 
         The count comes from the copies, which don't change, so a batch repeated
-        after a crash counts the same again.
+        after a crash counts the same again. Pauses on a worker's shutdown as
+        :meth:`copy_points_by_id` does, when the workflow allows it.
         """
         checkpoint = _checkpoint()
-        done = int(checkpoint.offset or 0) if checkpoint else 0
-        removed = checkpoint.read if checkpoint else 0
+        done = int(checkpoint.offset or 0) if checkpoint else inp.start_batch
+        removed = checkpoint.read if checkpoint else inp.removed_before
         batches = _batches(inp.ids, inp.batch_size)
         for index in range(done, len(batches)):
             copied: set[int | str] = set()
@@ -129,6 +130,10 @@ class PointSteps:
             removed += len(copied)
             points_removed(len(copied))
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=removed))
+            if inp.may_pause and index + 1 < len(batches) and activity.is_worker_shutdown():
+                log.info("split removal paused for worker shutdown", source=inp.source)
+                await self.vectors.flush(inp.source)
+                return RemoveResult(removed=removed, next_batch=index + 1)
         await self.vectors.flush(inp.source)
         return RemoveResult(removed=removed)
 

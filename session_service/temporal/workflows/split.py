@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Splits started before it copy each part in one step, whatever a worker's shutdown.
 PAUSE_ON_DRAIN = "split-copy-pauses-on-drain"
+REMOVAL_PAUSES_ON_DRAIN = "split-removal-pauses-on-drain"
 
 
 @registry.SPLIT.defn
@@ -118,18 +119,7 @@ class SplitWorkflow(SagaWorkflow):
             if inp.remove_points and parts:
                 saga.phase("removing points from the source")
                 saga.commit()  # the irreversible step: from here on, only forward
-                ids = [i for p in inp.parts for i in p.point_ids]
-                gone = await saga.final_step(
-                    steps.REMOVE_POINTS,
-                    RemoveInput(
-                        source=source.collection,
-                        ids=ids,
-                        copied_to=[collection_name_for(p.session_id) for p in parts],
-                        batch_size=inp.options.batch_size,
-                    ),
-                    long=True,
-                )
-                removed = gone.removed
+                removed = await self._remove_points(saga, source.collection, parts, inp)
 
             saga.phase("finishing")
             finish = FinishSplitInput(
@@ -155,3 +145,29 @@ class SplitWorkflow(SagaWorkflow):
             )
         except BaseException as err:
             await saga.fail(err)
+
+    async def _remove_points(
+        self, saga: Saga, source: str, parts: list[SplitPartResult], inp: SplitInput
+    ) -> int:
+        """The copied points, removed from the source past the point of no return: in one
+        step, or in several when a worker's shutdown pauses it (splits started before the
+        patch remove in one step only)."""
+        pausable = workflow.patched(REMOVAL_PAUSES_ON_DRAIN)
+        start, removed = 0, 0
+        while True:
+            gone = await saga.final_step(
+                steps.REMOVE_POINTS,
+                RemoveInput(
+                    source=source,
+                    ids=[i for p in inp.parts for i in p.point_ids],
+                    copied_to=[collection_name_for(p.session_id) for p in parts],
+                    batch_size=inp.options.batch_size,
+                    may_pause=pausable,
+                    start_batch=start,
+                    removed_before=removed,
+                ),
+                long=True,
+            )
+            if gone.next_batch is None:
+                return gone.removed
+            start, removed = gone.next_batch, gone.removed
