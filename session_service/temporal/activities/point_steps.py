@@ -38,6 +38,12 @@ def _checkpoint() -> CopyCheckpoint | None:
     return CopyCheckpoint.model_validate(details[0])
 
 
+def _pause(may_pause: bool, index: int, batches: list[list[int | str]]) -> bool:
+    """Stop after batch ``index``: the worker is shutting down, the workflow can resume the
+    step, and batches are left."""
+    return may_pause and index + 1 < len(batches) and activity.is_worker_shutdown()
+
+
 def _batches(ids: list[int | str], size: int) -> list[list[int | str]]:
     unique = list(dict.fromkeys(ids))
     return [unique[i : i + size] for i in range(0, len(unique), size)]
@@ -103,7 +109,7 @@ class PointSteps:
                 points_moved(len(points))
             found += len(points)
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=found))
-            if inp.may_pause and index + 1 < len(batches) and activity.is_worker_shutdown():
+            if _pause(inp.may_pause, index, batches):
                 log.info("split copy paused for worker shutdown", target=inp.target, points=found)
                 await self.vectors.flush(inp.target)
                 return CopyIdsResult(found=found, next_batch=index + 1)
@@ -130,7 +136,7 @@ class PointSteps:
             removed += len(copied)
             points_removed(len(copied))
             activity.heartbeat(CopyCheckpoint(offset=index + 1, read=removed))
-            if inp.may_pause and index + 1 < len(batches) and activity.is_worker_shutdown():
+            if _pause(inp.may_pause, index, batches):
                 log.info("split removal paused for worker shutdown", source=inp.source)
                 await self.vectors.flush(inp.source)
                 return RemoveResult(removed=removed, next_batch=index + 1)

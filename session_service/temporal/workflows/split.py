@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -10,7 +12,6 @@ with workflow.unsafe.imports_passed_through():
     from session_service.temporal import registry, steps
     from session_service.temporal.contracts import (
         CopyIdsInput,
-        CopyIdsResult,
         DiscardInput,
         EnsureLiveInput,
         FinishSplitInput,
@@ -32,31 +33,6 @@ REMOVAL_PAUSES_ON_DRAIN = "split-removal-pauses-on-drain"
 
 @registry.SPLIT.defn
 class SplitWorkflow(SagaWorkflow):
-    async def _copy_part(
-        self, saga: Saga, source: str, part: SplitPart, inp: SplitInput
-    ) -> CopyIdsResult:
-        """The part's points, copied in one step, or in several when a worker's shutdown
-        pauses the step (splits started before the patch copy in one step only)."""
-        pausable = workflow.patched(PAUSE_ON_DRAIN)
-        start, found = 0, 0
-        while True:
-            copied = await saga.step(
-                steps.COPY_POINTS_BY_ID,
-                CopyIdsInput(
-                    source=source,
-                    target=collection_name_for(part.session_id),
-                    ids=part.point_ids,
-                    batch_size=inp.options.batch_size,
-                    may_pause=pausable,
-                    start_batch=start,
-                    found_before=found,
-                ),
-                long=True,
-            )
-            if copied.next_batch is None:
-                return copied
-            start, found = copied.next_batch, copied.found
-
     @workflow.run
     async def run(self, inp: SplitInput) -> SplitResult:
         op = workflow.info().workflow_id
@@ -103,17 +79,17 @@ class SplitWorkflow(SagaWorkflow):
                         metadata=part.metadata,
                     ),
                 )
-                copied = await self._copy_part(saga, source.collection, part, inp)
+                found = await self._copy_part(saga, source.collection, part, inp)
                 requested = len(set(part.point_ids))
-                skipped_points += requested - copied.found
+                skipped_points += requested - found
                 saga.progress.points_done += requested
                 saga.report()
-                if copied.found == 0:
+                if found == 0:
                     saga.pop()
                     await saga.undo_one(steps.DISCARD_SESSION, undo)
                     skipped_parts += 1
                     continue
-                parts.append(SplitPartResult(session_id=part.session_id, points=copied.found))
+                parts.append(SplitPartResult(session_id=part.session_id, points=found))
 
             removed = 0
             if inp.remove_points and parts:
@@ -146,15 +122,37 @@ class SplitWorkflow(SagaWorkflow):
         except BaseException as err:
             await saga.fail(err)
 
+    async def _copy_part(self, saga: Saga, source: str, part: SplitPart, inp: SplitInput) -> int:
+        """The part's points found in the source and copied (splits started before the
+        patch copy in one step only)."""
+        pausable = workflow.patched(PAUSE_ON_DRAIN)
+
+        async def call(start: int, found: int) -> tuple[int, int | None]:
+            got = await saga.step(
+                steps.COPY_POINTS_BY_ID,
+                CopyIdsInput(
+                    source=source,
+                    target=collection_name_for(part.session_id),
+                    ids=part.point_ids,
+                    batch_size=inp.options.batch_size,
+                    may_pause=pausable,
+                    start_batch=start,
+                    found_before=found,
+                ),
+                long=True,
+            )
+            return got.found, got.next_batch
+
+        return await until_done(call)
+
     async def _remove_points(
         self, saga: Saga, source: str, parts: list[SplitPartResult], inp: SplitInput
     ) -> int:
-        """The copied points, removed from the source past the point of no return: in one
-        step, or in several when a worker's shutdown pauses it (splits started before the
-        patch remove in one step only)."""
+        """The copied points, removed from the source past the point of no return, in final
+        steps (splits started before the patch remove in one step only)."""
         pausable = workflow.patched(REMOVAL_PAUSES_ON_DRAIN)
-        start, removed = 0, 0
-        while True:
+
+        async def call(start: int, removed: int) -> tuple[int, int | None]:
             gone = await saga.final_step(
                 steps.REMOVE_POINTS,
                 RemoveInput(
@@ -168,6 +166,17 @@ class SplitWorkflow(SagaWorkflow):
                 ),
                 long=True,
             )
-            if gone.next_batch is None:
-                return gone.removed
-            start, removed = gone.next_batch, gone.removed
+            return gone.removed, gone.next_batch
+
+        return await until_done(call)
+
+
+async def until_done(call: Callable[[int, int], Awaitable[tuple[int, int | None]]]) -> int:
+    """Runs a step that a worker's shutdown may pause until it is done: each call starts at
+    the batch where the previous one stopped, with the count so far; the last count."""
+    start, count = 0, 0
+    while True:
+        count, next_batch = await call(start, count)
+        if next_batch is None:
+            return count
+        start = next_batch
