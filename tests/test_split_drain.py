@@ -204,3 +204,27 @@ async def test_a_paused_removal_resumes_where_it_stopped(
         (True, 0, 0),
         (True, 1, 10),
     ]
+
+
+async def test_a_copy_that_pauses_without_advancing_fails_the_split_and_changes_nothing(
+    ops_stack: OpsStack, runtime: Runtime
+) -> None:
+    """A step whose result never moves on (a bug, a bad deploy) must not keep the split
+    looping: the operation fails, compensated, and the source is as it was."""
+
+    @steps.COPY_POINTS_BY_ID.fake
+    async def stuck(inp: CopyIdsInput) -> CopyIdsResult:
+        return CopyIdsResult(found=0, next_batch=inp.start_batch)
+
+    c = ops_stack.client
+    src = await seeded(ops_stack.make, list(range(30)), tag="s")
+    collections = await runtime.vectors.collection_names()
+    async with ops_stack.worker(stuck):
+        r = await c.post(
+            f"/sessions/{src['id']}/split",
+            json={"parts": [{"name": "p1", "point_ids": list(range(25))}]},
+        )
+    assert r.status_code == 500, r.text
+    assert "went back" in r.json()["detail"]
+    assert await runtime.vectors.collection_names() == collections
+    assert (await c.get(f"/sessions/{src['id']}/collection")).json()["points_count"] == 30

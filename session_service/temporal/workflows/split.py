@@ -179,4 +179,6 @@ async def until_done(call: Callable[[int, int], Awaitable[tuple[int, int | None]
         count, next_batch = await call(start, count)
         if next_batch is None:
             return count
+        if next_batch <= start:  # a step that doesn't advance would loop for ever
+            raise ValueError(f"a paused step went back from batch {start} to {next_batch}")
         start = next_batch
